@@ -1,0 +1,27 @@
+//! Liveness, readiness and metrics.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+
+use crate::{ApiError, AppState};
+
+/// 200 while the process runs.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// 200 once the store answers; 503 while it does not.
+pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    state.store.ping().await?;
+    Ok("ready")
+}
+
+/// Prometheus text.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.engine.metrics().render(),
+    )
+}

@@ -1,0 +1,111 @@
+//! The REST API of the contract: one axum router, one module per resource.
+//!
+//! A handler extracts its input (the key through [`auth`], the body through
+//! [`extract::JsonBody`]), validates it into domain types, calls one store
+//! function, signals the engine when there is new work, and maps the result to
+//! a response. [`error::ApiError`] is the only place that produces the error
+//! JSON and its status code. Nothing here sends a delivery: the API commits,
+//! then hands the leased deliveries to the engine.
+
+pub mod accounts;
+pub mod attempts;
+pub mod auth;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod health;
+pub mod webhooks;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use herald_domain::keys::KeyHash;
+use herald_domain::target::TargetPolicy;
+use herald_engine::Engine;
+use herald_store::Store;
+
+pub use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub engine: Engine,
+    pub auth: Arc<auth::Keys>,
+    pub settings: Arc<ApiSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub target_policy: TargetPolicy,
+    /// Request bodies above this answer 413.
+    pub max_body_bytes: usize,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        engine: Engine,
+        admin_key: KeyHash,
+        settings: ApiSettings,
+    ) -> Self {
+        Self {
+            store,
+            engine,
+            auth: Arc::new(auth::Keys::new(admin_key)),
+            settings: Arc::new(settings),
+        }
+    }
+}
+
+/// The whole HTTP surface of Herald's API.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.settings.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/api/v1/accounts", post(accounts::create_account))
+        .route(
+            "/api/v1/accounts/{account_id}/teams",
+            post(accounts::create_team),
+        )
+        .route(
+            "/api/v1/teams/{team_id}/keys",
+            post(accounts::create_team_key),
+        )
+        .route("/api/v1/events", post(events::publish))
+        .route(
+            "/api/v1/webhooks",
+            post(webhooks::create).get(webhooks::list),
+        )
+        .route(
+            "/api/v1/webhooks/{webhook_id}",
+            get(webhooks::get_one)
+                .patch(webhooks::update)
+                .delete(webhooks::delete),
+        )
+        .route(
+            "/api/v1/webhooks/{webhook_id}/attempts",
+            get(attempts::list_for_webhook),
+        )
+        .route("/api/v1/attempts/{attempt_id}", get(attempts::get_one))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<_>| {
+                    let path = req
+                        .extensions()
+                        .get::<axum::extract::MatchedPath>()
+                        .map(|p| p.as_str().to_owned())
+                        .unwrap_or_default();
+                    tracing::debug_span!("request", method = %req.method(), path)
+                },
+            ),
+        )
+        .with_state(state)
+}

@@ -1,0 +1,183 @@
+//! Team webhooks: create, list, read, update, delete (team key).
+//!
+//! Any change to a webhook is signalled to the engine, which drops what it had
+//! queued for it; deactivation therefore stops delivery at once, pending
+//! retries included, and reactivation lets the scheduler pick them up again.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use herald_domain::ValidationError;
+use herald_domain::ids::{EndpointId, EndpointKind};
+use herald_domain::signing::Secret;
+use herald_domain::target::TargetError;
+use herald_domain::webhook::{
+    EndpointStatus, UrlRefused, check_event_types, check_name, check_status, check_webhook_url,
+};
+use herald_store::{Endpoint, WebhookPatch};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::TeamCaller;
+use crate::extract::JsonBody;
+use crate::{ApiError, AppState};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateBody {
+    name: String,
+    url: String,
+    event_types: Vec<String>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PatchBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    event_types: Option<Vec<String>>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+#[tracing::instrument(skip_all, fields(team_id = %team))]
+pub async fn create(
+    State(state): State<AppState>,
+    TeamCaller(team): TeamCaller,
+    JsonBody(body): JsonBody<CreateBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let name = check_name(&body.name)?;
+    let url = check_webhook_url(&body.url, state.settings.target_policy).map_err(url_error)?;
+    let event_types = check_event_types(&body.event_types)?;
+    let status = body
+        .status
+        .as_deref()
+        .map(check_status)
+        .transpose()?
+        .unwrap_or(EndpointStatus::Active);
+    let now = herald_engine::now_ms();
+    let webhook = Endpoint {
+        id: EndpointId::generate(EndpointKind::Webhook, now),
+        team_id: team,
+        name,
+        url,
+        event_types,
+        status,
+        secret: Secret::generate(),
+        created_at: now,
+    };
+    state.store.create_endpoint(&webhook).await?;
+    Ok((StatusCode::CREATED, Json(webhook_json(&webhook))))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    TeamCaller(team): TeamCaller,
+) -> Result<Json<Value>, ApiError> {
+    let webhooks = state.store.list_webhooks(&team).await?;
+    Ok(Json(
+        json!({ "data": webhooks.iter().map(webhook_json).collect::<Vec<_>>() }),
+    ))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    TeamCaller(team): TeamCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let webhook = state
+        .store
+        .get_endpoint(&team, &id)
+        .await
+        .map_err(not_found)?;
+    Ok(Json(webhook_json(&webhook)))
+}
+
+#[tracing::instrument(skip_all, fields(team_id = %team, endpoint_id = %id))]
+pub async fn update(
+    State(state): State<AppState>,
+    TeamCaller(team): TeamCaller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<PatchBody>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let patch = WebhookPatch {
+        name: body.name.as_deref().map(check_name).transpose()?,
+        url: body
+            .url
+            .as_deref()
+            .map(|u| check_webhook_url(u, state.settings.target_policy))
+            .transpose()
+            .map_err(url_error)?,
+        event_types: body
+            .event_types
+            .as_deref()
+            .map(check_event_types)
+            .transpose()?,
+        status: body.status.as_deref().map(check_status).transpose()?,
+    };
+    let webhook = state
+        .store
+        .update_webhook(&team, &id, &patch)
+        .await
+        .map_err(not_found)?;
+    state.engine.endpoint_changed(&id).await;
+    Ok(Json(webhook_json(&webhook)))
+}
+
+#[tracing::instrument(skip_all, fields(team_id = %team, endpoint_id = %id))]
+pub async fn delete(
+    State(state): State<AppState>,
+    TeamCaller(team): TeamCaller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id)?;
+    state
+        .store
+        .delete_endpoint(&team, &id)
+        .await
+        .map_err(not_found)?;
+    state.engine.endpoint_changed(&id).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An id that cannot be a webhook's names no webhook: 404, as for a missing one.
+pub(crate) fn parse_id(raw: &str) -> Result<EndpointId, ApiError> {
+    EndpointId::parse(EndpointKind::Webhook, raw).ok_or(ApiError::NotFound("webhook"))
+}
+
+fn not_found(e: herald_store::StoreError) -> ApiError {
+    crate::accounts::not_found_as(e, "webhook")
+}
+
+/// A URL that does not parse is a bad field (400); one that parses but may not
+/// be a target is refused with 422 and the reason.
+pub(crate) fn url_error(e: UrlRefused) -> ApiError {
+    match e.reason {
+        TargetError::Invalid | TargetError::TooLong => {
+            ApiError::invalid(ValidationError::new(e.field, e.reason.to_string()))
+        }
+        _ => ApiError::Unprocessable {
+            code: "target_not_allowed",
+            message: e.to_string(),
+        },
+    }
+}
+
+pub(crate) fn webhook_json(w: &Endpoint) -> Value {
+    json!({
+        "id": w.id,
+        "name": w.name,
+        "url": w.url,
+        "eventTypes": w.event_types.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+        "status": w.status.as_str(),
+        "createdAt": w.created_at,
+        "secret": w.secret.reveal(),
+    })
+}

@@ -1,0 +1,198 @@
+//! The delivery engine: turns pending deliveries into attempts and attempts
+//! into log lines and next states.
+//!
+//! Work reaches it two ways. New deliveries are handed over in memory by the
+//! API right after the publish commits ([`Engine::enqueue`]), already leased,
+//! so the hot path never polls the database. Retries and anything left over
+//! from a crash live only in the store; the [`schedule`] task sleeps until the
+//! earliest `next_attempt_at` it knows of, claims what is due with a lease,
+//! and hands it to the same queues; a slow sweep is the safety net.
+//!
+//! The [`dispatch`] module keeps one queue per endpoint with its own in-flight
+//! limit under a global one, so a slow or hanging endpoint only ever ties up
+//! its own slots. [`sender`] makes each attempt; the outcome goes through the
+//! pure retry policy and is recorded in a second short transaction. No lock
+//! or transaction is held across a network call, and memory holds a bounded
+//! window of work: the rest waits in the store.
+
+pub mod dispatch;
+pub mod metrics;
+pub mod schedule;
+pub mod sender;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use herald_domain::ids::EndpointId;
+use herald_domain::retry::RetryPolicy;
+use herald_domain::target::TargetPolicy;
+use herald_store::{ClaimedDelivery, Lease, Store, StoreError};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use metrics::Metrics;
+
+/// How the engine behaves. [`EngineConfig::new`] gives the contract's values.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Names this process in leases. SQLite has one process, so a fixed name
+    /// lets a restart take back what the previous run held at once.
+    pub node: String,
+    pub attempt_timeout: Duration,
+    pub standard_retry: RetryPolicy,
+    /// How long a claim holds. Longer than any attempt, so a live process never
+    /// loses a claim it is still working on.
+    pub lease: Duration,
+    /// The most deliveries held in memory (queued or in flight). Past it the
+    /// API sheds load with 503 and the scheduler leaves work in the store.
+    pub window: usize,
+    pub max_in_flight: usize,
+    pub per_endpoint_in_flight: usize,
+    /// The safety-net sweep for due work nobody announced.
+    pub sweep_interval: Duration,
+    /// How long shutdown waits for attempts already in flight.
+    pub shutdown_grace: Duration,
+    pub target_policy: TargetPolicy,
+    pub user_agent: String,
+}
+
+impl EngineConfig {
+    pub fn new(target_policy: TargetPolicy) -> Self {
+        Self {
+            node: "local".into(),
+            attempt_timeout: Duration::from_secs(10),
+            standard_retry: RetryPolicy::standard(),
+            lease: Duration::from_secs(60),
+            window: 50_000,
+            max_in_flight: 1024,
+            per_endpoint_in_flight: 32,
+            sweep_interval: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+            target_policy,
+            user_agent: format!("Herald/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// A handle on the running engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    dispatcher: Arc<dispatch::Dispatcher>,
+    wakeup: Arc<schedule::Wakeup>,
+    config: Arc<EngineConfig>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+}
+
+/// Why the engine could not start.
+#[derive(Debug)]
+pub enum StartError {
+    Client(reqwest::Error),
+    Store(StoreError),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Client(e) => write!(f, "cannot build the HTTP client: {e}"),
+            Self::Store(e) => write!(f, "cannot take back this node's leases: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl Engine {
+    /// Starts the scheduler; attempts run as tasks on `tracker` until `shutdown`.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        config: EngineConfig,
+        metrics: Arc<Metrics>,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<Self, StartError> {
+        // Whatever this node held when it last stopped is free again.
+        store
+            .release_node(&config.node)
+            .await
+            .map_err(StartError::Store)?;
+        let sender = sender::Sender::new(
+            config.attempt_timeout,
+            config.target_policy,
+            config.user_agent.clone(),
+        )
+        .map_err(StartError::Client)?;
+        let config = Arc::new(config);
+        let wakeup = Arc::new(schedule::Wakeup::default());
+        let dispatcher = Arc::new(dispatch::Dispatcher::new(
+            Arc::clone(&store),
+            Arc::clone(&config),
+            sender,
+            Arc::clone(&wakeup),
+            Arc::clone(&metrics),
+            tracker.clone(),
+            shutdown.clone(),
+        ));
+        let engine = Self {
+            dispatcher,
+            wakeup,
+            config,
+            store,
+            metrics,
+        };
+        tracker.spawn(schedule::run(engine.clone(), shutdown));
+        Ok(engine)
+    }
+
+    /// The lease a publish should put on the deliveries it creates, so that
+    /// they are this engine's from the moment they are committed.
+    pub fn new_lease(&self) -> Lease {
+        Lease {
+            node: self.config.node.clone(),
+            until_ms: now_ms() + self.config.lease.as_millis() as i64,
+        }
+    }
+
+    /// Hands freshly committed, leased deliveries to their endpoint queues.
+    pub fn enqueue(&self, deliveries: Vec<ClaimedDelivery>) {
+        self.dispatcher.enqueue(deliveries);
+    }
+
+    /// Whether the in-memory window can take more work. When it cannot, the
+    /// API answers 503 instead of letting memory grow.
+    pub fn has_room(&self) -> bool {
+        self.dispatcher.room() > 0
+    }
+
+    /// An endpoint was changed or deleted: drop what is queued for it and let
+    /// the scheduler claim its work again under the new configuration (or not
+    /// at all, if it is no longer active).
+    pub async fn endpoint_changed(&self, endpoint: &EndpointId) {
+        let released = self.dispatcher.forget_endpoint(endpoint);
+        if !released.is_empty() {
+            if let Err(e) = self.store.release(&released).await {
+                tracing::warn!(error = %e, endpoint_id = %endpoint, "could not release queued deliveries; their leases will expire");
+            }
+        }
+        self.wakeup.wake_at(now_ms());
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Gives back the leases of work still queued, after the tasks stopped.
+    pub async fn release_all(&self) {
+        if let Err(e) = self.store.release_node(&self.config.node).await {
+            tracing::warn!(error = %e, "could not release leases on shutdown; they will expire");
+        }
+    }
+}
+
+/// The wall clock in Unix milliseconds: the engine's one clock read.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

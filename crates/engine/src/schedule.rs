@@ -1,0 +1,109 @@
+//! The scheduler: claims due work from the store, without polling.
+//!
+//! It sleeps until the earliest moment anything can be due: the earliest
+//! `next_attempt_at` in the store, or an earlier time announced through
+//! [`Wakeup::wake_at`] when an attempt schedules a retry, capped by the slow
+//! safety-net sweep. When it wakes it claims due deliveries in batches, with a
+//! lease, as far as the in-memory window has room.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Engine, now_ms};
+
+const CLAIM_BATCH: usize = 500;
+
+/// How long to wait before trying again when the window is full or the
+/// store is failing: short enough to keep retries on schedule.
+const BACKOFF: Duration = Duration::from_millis(50);
+
+/// Announcements of new due times to the scheduler.
+#[derive(Debug, Default)]
+pub struct Wakeup {
+    earliest: Mutex<Option<i64>>,
+    notify: Notify,
+}
+
+impl Wakeup {
+    /// Something becomes due at `at_ms`; wakes the scheduler if that is
+    /// earlier than anything it knew of.
+    pub fn wake_at(&self, at_ms: i64) {
+        let mut earliest = self.earliest.lock().unwrap_or_else(|p| p.into_inner());
+        if earliest.is_none_or(|e| at_ms < e) {
+            *earliest = Some(at_ms);
+            drop(earliest);
+            self.notify.notify_one();
+        }
+    }
+
+    fn take(&self) -> Option<i64> {
+        self.earliest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
+pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) {
+    let sweep_ms = engine.config.sweep_interval.as_millis() as i64;
+    // Start with a claim: there may be work left from a previous run.
+    let mut deadline = now_ms();
+    loop {
+        let wait = Duration::from_millis((deadline - now_ms()).max(0) as u64);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = engine.wakeup.notify.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let hinted = engine.wakeup.take();
+        let now = now_ms();
+        if hinted.is_some_and(|at| at > now) && deadline > now {
+            // Woken for a time still ahead: just move the alarm.
+            deadline = deadline.min(hinted.unwrap_or(deadline));
+            continue;
+        }
+        deadline = match claim_due(&engine).await {
+            Ok(true) => now_ms() + BACKOFF.as_millis() as i64,
+            Ok(false) => match engine.store.next_due_at().await {
+                Ok(next) => next.unwrap_or(i64::MAX).min(now_ms() + sweep_ms),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the next due time");
+                    now_ms() + BACKOFF.as_millis() as i64
+                }
+            },
+            Err(()) => now_ms() + BACKOFF.as_millis() as i64,
+        };
+        if let Some(at) = hinted.filter(|at| *at > now) {
+            deadline = deadline.min(at);
+        }
+    }
+}
+
+/// Claims due work while there is room. Returns whether it stopped for lack
+/// of room (so there may be more due work), or `Err` if the store failed.
+async fn claim_due(engine: &Engine) -> Result<bool, ()> {
+    loop {
+        let room = engine.dispatcher.room();
+        if room == 0 {
+            return Ok(true);
+        }
+        let limit = room.min(CLAIM_BATCH);
+        let lease = engine.new_lease();
+        match engine.store.claim_due(now_ms(), limit, &lease).await {
+            Ok(claimed) => {
+                let full_batch = claimed.len() == limit;
+                engine.dispatcher.enqueue(claimed);
+                if !full_batch {
+                    return Ok(false);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot claim due deliveries; retrying shortly");
+                return Err(());
+            }
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Makes one attempt: signs the stored bytes, checks the target, sends with a
+//! timeout, and turns whatever happened into an [`AttemptOutcome`].
+//!
+//! One pooled keep-alive [`reqwest::Client`] serves every endpoint. It follows
+//! no redirects (each hop would be an unchecked URL) and ignores proxy
+//! variables (a proxy would resolve the target itself). When the target rules
+//! are on, the client resolves names through [`GuardedResolver`], which hands
+//! it only public addresses, so the address actually connected to is always
+//! one that passed the check; hosts written as IP literals never reach a
+//! resolver and are checked here before each attempt.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use herald_domain::attempt::{AttemptOutcome, MAX_RESPONSE_BODY};
+use herald_domain::signing::Signer;
+use herald_domain::target::{TargetPolicy, is_public_ip, literal_ip};
+use herald_store::{ClaimedDelivery, ResponseRecord};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+/// The result of one attempt, ready to be recorded.
+#[derive(Debug)]
+pub struct SentAttempt {
+    pub outcome: AttemptOutcome,
+    pub started_ms: i64,
+    pub duration: Duration,
+    pub request_headers: Vec<(String, String)>,
+    pub response: Option<ResponseRecord>,
+}
+
+pub struct Sender {
+    client: reqwest::Client,
+    timeout: Duration,
+    policy: TargetPolicy,
+    user_agent: String,
+}
+
+/// Why the guard refused an address; found again in the error chain.
+#[derive(Debug)]
+struct BlockedTarget(String);
+
+impl std::fmt::Display for BlockedTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} resolves only to internal addresses", self.0)
+    }
+}
+
+impl std::error::Error for BlockedTarget {}
+
+/// Resolves with the system resolver and keeps only public addresses.
+struct GuardedResolver;
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> =
+                found.into_iter().filter(|a| is_public_ip(a.ip())).collect();
+            if public.is_empty() {
+                return Err(
+                    Box::new(BlockedTarget(host)) as Box<dyn std::error::Error + Send + Sync>
+                );
+            }
+            Ok(Box::new(public.into_iter()) as Addrs)
+        })
+    }
+}
+
+impl Sender {
+    pub fn new(
+        timeout: Duration,
+        policy: TargetPolicy,
+        user_agent: String,
+    ) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .connect_timeout(timeout);
+        if policy == TargetPolicy::PublicHttpsOnly {
+            builder = builder
+                .dns_resolver(std::sync::Arc::new(GuardedResolver))
+                .https_only(true);
+        }
+        Ok(Self {
+            client: builder.build()?,
+            timeout,
+            policy,
+            user_agent,
+        })
+    }
+
+    /// Makes one attempt of `job`. Never fails: every way it can end is an outcome.
+    #[tracing::instrument(skip_all, fields(event_id = %job.event_id, endpoint_id = %job.endpoint_id, attempt = job.attempt))]
+    pub async fn attempt(&self, job: &ClaimedDelivery, now_ms: i64) -> SentAttempt {
+        let timestamp_s = now_ms / 1000;
+        let signature =
+            Signer::new(&job.secret).sign(job.event_id.as_str(), timestamp_s, &job.body);
+        let request_headers = vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            ("user-agent".to_owned(), self.user_agent.clone()),
+            ("webhook-id".to_owned(), job.event_id.as_str().to_owned()),
+            ("webhook-timestamp".to_owned(), timestamp_s.to_string()),
+            ("webhook-signature".to_owned(), signature),
+        ];
+        let started = Instant::now();
+        let result = match self.refuse_literal_target(&job.url) {
+            Some(outcome) => Err(outcome),
+            None => {
+                self.send(&job.url, &request_headers, job.body.clone())
+                    .await
+            }
+        };
+        let duration = started.elapsed();
+        let (outcome, response) = match result {
+            Ok(response) => {
+                let outcome = if (200..300).contains(&response.status) {
+                    AttemptOutcome::Success(response.status)
+                } else {
+                    AttemptOutcome::Status(response.status)
+                };
+                (outcome, Some(response))
+            }
+            Err(outcome) => (outcome, None),
+        };
+        SentAttempt {
+            outcome,
+            started_ms: now_ms,
+            duration,
+            request_headers,
+            response,
+        }
+    }
+
+    fn refuse_literal_target(&self, url: &str) -> Option<AttemptOutcome> {
+        if self.policy == TargetPolicy::AllowInsecure {
+            return None;
+        }
+        let parsed = match herald_domain::target::check_url(url, self.policy) {
+            Ok(parsed) => parsed,
+            Err(e) => return Some(AttemptOutcome::RefusedTarget(format!("the URL {e}"))),
+        };
+        literal_ip(&parsed)
+            .filter(|ip| !is_public_ip(*ip))
+            .map(|ip| AttemptOutcome::RefusedTarget(format!("{ip} is an internal address")))
+    }
+
+    async fn send(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: Bytes,
+    ) -> Result<ResponseRecord, AttemptOutcome> {
+        let mut request = self.client.post(url).body(body);
+        for (name, value) in headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let exchange = async {
+            let mut response = request.send().await?;
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let mut body = Vec::new();
+            while body.len() < MAX_RESPONSE_BODY {
+                match response.chunk().await? {
+                    Some(chunk) => body.extend_from_slice(&chunk),
+                    None => break,
+                }
+            }
+            body.truncate(MAX_RESPONSE_BODY);
+            Ok::<_, reqwest::Error>(ResponseRecord {
+                status,
+                headers,
+                body,
+            })
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Err(_) => Err(AttemptOutcome::Timeout),
+            Ok(Err(e)) => Err(classify(&e)),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+}
+
+/// Sorts a client error into the outcome the retry policy and the log use.
+fn classify(error: &reqwest::Error) -> AttemptOutcome {
+    let mut chain = Vec::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(blocked) = e.downcast_ref::<BlockedTarget>() {
+            return AttemptOutcome::RefusedTarget(blocked.to_string());
+        }
+        chain.push(e.to_string());
+        source = e.source();
+    }
+    chain.dedup();
+    let text = chain.join(": ");
+    let lower = text.to_ascii_lowercase();
+    if error.is_timeout() {
+        AttemptOutcome::Timeout
+    } else if lower.contains("dns error")
+        || lower.contains("failed to lookup address")
+        || lower.contains("name or service not known")
+    {
+        AttemptOutcome::Dns(text)
+    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
+    {
+        AttemptOutcome::Tls(text)
+    } else if error.is_connect() || error.is_request() || error.is_body() {
+        AttemptOutcome::Connect(text)
+    } else {
+        AttemptOutcome::Other(text)
+    }
+}

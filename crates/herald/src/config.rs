@@ -1,0 +1,166 @@
+//! Settings: raw flags and `HERALD_*` variables ([`ServeArgs`]) resolved into
+//! a typed [`Config`], failing fast with a message that names the setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use herald_domain::retry::RetryPolicy;
+use herald_domain::target::TargetPolicy;
+use herald_engine::EngineConfig;
+use herald_store::sqlite::Durability;
+
+/// Where the data lives.
+#[derive(Debug, Clone)]
+pub enum DatabaseLocation {
+    Sqlite {
+        path: PathBuf,
+        durability: Durability,
+    },
+}
+
+/// Resolved settings for one `herald serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database: DatabaseLocation,
+    pub admin_key: Option<String>,
+    pub allow_insecure_targets: bool,
+    pub attempt_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+    /// The team-webhook retry schedule; tests shorten it.
+    pub standard_retry: RetryPolicy,
+}
+
+impl Config {
+    /// The contract's defaults with data at `database`.
+    pub fn new(database: DatabaseLocation) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database,
+            admin_key: None,
+            allow_insecure_targets: false,
+            attempt_timeout: Duration::from_secs(10),
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+            standard_retry: RetryPolicy::standard(),
+        }
+    }
+
+    pub fn target_policy(&self) -> TargetPolicy {
+        if self.allow_insecure_targets {
+            TargetPolicy::AllowInsecure
+        } else {
+            TargetPolicy::PublicHttpsOnly
+        }
+    }
+
+    pub fn engine_config(&self) -> EngineConfig {
+        let mut engine = EngineConfig::new(self.target_policy());
+        engine.attempt_timeout = self.attempt_timeout;
+        engine.standard_retry = self.standard_retry.clone();
+        engine.shutdown_grace = self.shutdown_grace;
+        engine
+    }
+}
+
+/// `herald serve` flags; each also reads its `HERALD_*` variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// `sqlite://PATH` (default `sqlite://herald.db` in the working directory).
+    #[arg(
+        long,
+        env = "HERALD_DATABASE_URL",
+        default_value = "sqlite://herald.db"
+    )]
+    pub database_url: String,
+    /// The operator's key. Unset on a new store: one is generated and printed once.
+    #[arg(long, env = "HERALD_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Development only: allow http and internal addresses as delivery targets.
+    #[arg(long, env = "HERALD_ALLOW_INSECURE_TARGETS", default_value = "false", value_parser = parse_flag)]
+    pub allow_insecure_targets: bool,
+    /// Timeout of one delivery attempt, in milliseconds.
+    #[arg(long, env = "HERALD_ATTEMPT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub attempt_timeout_ms: u64,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "HERALD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// SQLite durability: `normal` survives a killed process, `full` also power loss.
+    #[arg(long, env = "HERALD_SQLITE_SYNC", default_value = "normal")]
+    pub sqlite_sync: String,
+}
+
+/// Accepts the usual spellings of a boolean setting.
+fn parse_flag(raw: &str) -> Result<bool, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "" | "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(format!(
+            "expected 1/0, true/false, yes/no or on/off, not `{other}`"
+        )),
+    }
+}
+
+impl ServeArgs {
+    pub fn resolve(&self) -> anyhow::Result<Config> {
+        let listen: SocketAddr = self.listen.parse().with_context(|| {
+            format!(
+                "HERALD_LISTEN / --listen: `{}` is not an address like 127.0.0.1:8080",
+                self.listen
+            )
+        })?;
+        let durability = match self.sqlite_sync.to_ascii_lowercase().as_str() {
+            "normal" => Durability::Normal,
+            "full" => Durability::Full,
+            other => bail!(
+                "HERALD_SQLITE_SYNC / --sqlite-sync: expected `normal` or `full`, not `{other}`"
+            ),
+        };
+        let database = parse_database_url(&self.database_url, durability)?;
+        if self.attempt_timeout_ms == 0 {
+            bail!("HERALD_ATTEMPT_TIMEOUT_MS / --attempt-timeout-ms: must be more than 0");
+        }
+        if self.max_body_bytes < 1024 {
+            bail!("HERALD_MAX_BODY_BYTES / --max-body-bytes: must be at least 1024");
+        }
+        if let Some(key) = &self.admin_key {
+            if key.len() < 16 || key.contains(char::is_whitespace) {
+                bail!(
+                    "HERALD_ADMIN_KEY / --admin-key: must be at least 16 characters without spaces"
+                );
+            }
+        }
+        let mut config = Config::new(database);
+        config.listen = listen;
+        config.admin_key = self.admin_key.clone();
+        config.allow_insecure_targets = self.allow_insecure_targets;
+        config.attempt_timeout = Duration::from_millis(self.attempt_timeout_ms);
+        config.max_body_bytes = self.max_body_bytes;
+        Ok(config)
+    }
+}
+
+pub fn parse_database_url(raw: &str, durability: Durability) -> anyhow::Result<DatabaseLocation> {
+    if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+        bail!(
+            "HERALD_DATABASE_URL: PostgreSQL is not supported by this build yet; use sqlite://PATH"
+        );
+    }
+    let path = raw
+        .strip_prefix("sqlite://")
+        .or_else(|| raw.strip_prefix("sqlite:"))
+        .unwrap_or(raw);
+    if path.is_empty() {
+        bail!("HERALD_DATABASE_URL: `{raw}` names no file; use sqlite://PATH");
+    }
+    Ok(DatabaseLocation::Sqlite {
+        path: PathBuf::from(path),
+        durability,
+    })
+}

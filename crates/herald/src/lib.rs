@@ -1,0 +1,158 @@
+//! The `herald` binary's library half: settings ([`config`]) and the wiring of
+//! store, engine and API into one [`App`] that tests start exactly as `main`
+//! does, on a listener bound to port 0.
+
+pub mod config;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use herald_api::{ApiSettings, AppState};
+use herald_domain::keys::ApiKey;
+use herald_engine::{Engine, Metrics};
+use herald_store::Store;
+use herald_store::sqlite::SqliteStore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{Config, DatabaseLocation};
+
+/// A built Herald: store open, engine running, listener bound.
+pub struct App {
+    listener: TcpListener,
+    router: axum::Router,
+    engine: Engine,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    grace: std::time::Duration,
+    generated_admin_key: Option<ApiKey>,
+}
+
+impl App {
+    /// Opens the store (migrating it), resolves the admin key, starts the
+    /// engine and prepares the API on `listener`.
+    pub async fn build(config: Config, listener: TcpListener) -> anyhow::Result<Self> {
+        let store = open_store(&config.database)?;
+        let (admin_hash, generated_admin_key) = match &config.admin_key {
+            Some(key) => (ApiKey::new(key.clone()).hash(), None),
+            None => match store.admin_key_hash().await? {
+                Some(hash) => (hash, None),
+                None => {
+                    let key = ApiKey::generate_admin_key();
+                    if store.init_admin_key_hash(&key.hash()).await? {
+                        (key.hash(), Some(key))
+                    } else {
+                        let hash = store
+                            .admin_key_hash()
+                            .await?
+                            .context("admin key vanished")?;
+                        (hash, None)
+                    }
+                }
+            },
+        };
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let engine = Engine::start(
+            Arc::clone(&store),
+            config.engine_config(),
+            Arc::new(Metrics::default()),
+            tracker.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        let settings = ApiSettings {
+            target_policy: config.target_policy(),
+            max_body_bytes: config.max_body_bytes,
+        };
+        let state = AppState::new(store, engine.clone(), admin_hash, settings);
+        let router = herald_api::router(state);
+        Ok(Self {
+            listener,
+            router,
+            engine,
+            tracker,
+            shutdown,
+            grace: config.shutdown_grace,
+            generated_admin_key,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The admin key, if this start generated it: to be shown once.
+    pub fn generated_admin_key(&self) -> Option<&str> {
+        self.generated_admin_key.as_ref().map(ApiKey::reveal)
+    }
+
+    /// Serves until `signal` completes, then stops accepting requests, stops
+    /// claiming work, lets attempts in flight finish within the grace period
+    /// and gives back this node's leases.
+    pub async fn run_until_stopped(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let token = self.shutdown.clone();
+        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+            signal.await;
+            token.cancel();
+        });
+        server.await.context("the HTTP server failed")?;
+        self.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(self.grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("attempts still in flight after the grace period; they will be retried");
+        }
+        self.engine.release_all().await;
+        Ok(())
+    }
+}
+
+fn open_store(location: &DatabaseLocation) -> anyhow::Result<Arc<dyn Store>> {
+    match location {
+        DatabaseLocation::Sqlite { path, durability } => {
+            let store = SqliteStore::open(path, *durability)
+                .with_context(|| format!("cannot open the SQLite store at {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Opens the store and applies its migrations, nothing else (`herald migrate`).
+pub fn migrate(location: &DatabaseLocation) -> anyhow::Result<()> {
+    open_store(location).map(|_| ())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

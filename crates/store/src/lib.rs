@@ -1,0 +1,106 @@
+//! Herald's durable state, behind one interface: [`Store`].
+//!
+//! The store is the queue. Every accepted event and every delivery is a row
+//! before the API answers 2xx; the engine's memory only ever holds a bounded
+//! window of that work, claimed with a lease (`locked_until`, `locked_by`) so
+//! that a restarted process, or later another process on the same database,
+//! can take over what a dead one held.
+//!
+//! Only this crate contains SQL. Callers pass times in (`now_ms`) so that the
+//! store never reads a clock either; the SQLite backend ([`sqlite`]) writes
+//! through one thread that commits whatever has queued up in one transaction
+//! (group commit), and reads through a small pool of read-only connections.
+
+pub mod model;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use herald_domain::ids::{AccountId, AttemptId, DeliveryId, EndpointId, TeamId};
+use herald_domain::keys::KeyHash;
+
+pub use model::*;
+
+/// What can go wrong in the store, as callers need to tell it apart.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The thing does not exist, or belongs to another team.
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule was broken.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database cannot be reached or is shutting down; worth retrying later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug or a corrupt database.
+    #[error("store error: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Herald's persistence. One implementation per database; every method is a
+/// short transaction or a read, never held across a network call.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// The stored admin key hash, if one was generated for this store.
+    async fn admin_key_hash(&self) -> StoreResult<Option<KeyHash>>;
+    /// Stores a generated admin key hash, only if the store has none yet.
+    /// Returns whether it was stored.
+    async fn init_admin_key_hash(&self, hash: &KeyHash) -> StoreResult<bool>;
+
+    async fn create_account(&self, name: &str, now_ms: i64) -> StoreResult<Account>;
+    /// `NotFound` if the account does not exist.
+    async fn create_team(&self, account: &AccountId, name: &str, now_ms: i64) -> StoreResult<Team>;
+    /// `NotFound` if the team does not exist.
+    async fn create_team_key(&self, team: &TeamId, hash: &KeyHash, now_ms: i64) -> StoreResult<()>;
+    async fn team_for_key(&self, hash: &KeyHash) -> StoreResult<Option<TeamId>>;
+
+    async fn create_endpoint(&self, endpoint: &Endpoint) -> StoreResult<()>;
+    async fn list_webhooks(&self, team: &TeamId) -> StoreResult<Vec<Endpoint>>;
+    /// `NotFound` if it does not exist or is another team's.
+    async fn get_endpoint(&self, team: &TeamId, id: &EndpointId) -> StoreResult<Endpoint>;
+    async fn update_webhook(
+        &self,
+        team: &TeamId,
+        id: &EndpointId,
+        patch: &WebhookPatch,
+    ) -> StoreResult<Endpoint>;
+    /// Deletes the endpoint, its pending deliveries and its attempt log.
+    async fn delete_endpoint(&self, team: &TeamId, id: &EndpointId) -> StoreResult<()>;
+
+    /// Stores an event and one delivery for each active endpoint of its team
+    /// subscribed to its type, leased to the caller, in one transaction.
+    async fn publish(&self, event: NewEvent, lease: &Lease) -> StoreResult<PublishOutcome>;
+
+    /// Leases up to `limit` deliveries that are due at `now_ms` and whose
+    /// endpoint is active, oldest due first.
+    async fn claim_due(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        lease: &Lease,
+    ) -> StoreResult<Vec<ClaimedDelivery>>;
+    /// When the earliest pending delivery of an active endpoint becomes due.
+    async fn next_due_at(&self) -> StoreResult<Option<i64>>;
+    /// Logs an attempt and moves its delivery to its next state.
+    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<()>;
+    /// Gives leased deliveries back so that any claimer may take them.
+    async fn release(&self, deliveries: &[DeliveryId]) -> StoreResult<()>;
+    /// Gives back every lease a node holds (on start-up after a crash, and on
+    /// shutdown).
+    async fn release_node(&self, node: &str) -> StoreResult<()>;
+
+    /// A page of an endpoint's attempt log, newest first.
+    async fn list_attempts(
+        &self,
+        team: &TeamId,
+        endpoint: &EndpointId,
+        filter: &AttemptFilter,
+    ) -> StoreResult<Vec<Attempt>>;
+    /// One attempt with its request body and response detail.
+    async fn get_attempt(&self, team: &TeamId, id: &AttemptId) -> StoreResult<Attempt>;
+}

@@ -1,0 +1,177 @@
+//! The records the store reads and writes. Plain data with domain types; the
+//! string forms of enums appear only in the SQL code.
+
+use bytes::Bytes;
+use herald_domain::attempt::AttemptStatus;
+use herald_domain::event::EventType;
+use herald_domain::ids::{AccountId, AttemptId, DeliveryId, EndpointId, EventId, TeamId};
+use herald_domain::signing::Secret;
+use herald_domain::webhook::EndpointStatus;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: AccountId,
+    pub name: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Team {
+    pub id: TeamId,
+    pub account_id: AccountId,
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// A team webhook (or, later, a real-time endpoint): where deliveries go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub id: EndpointId,
+    pub team_id: TeamId,
+    pub name: String,
+    /// Exactly as given; deliveries go to these bytes.
+    pub url: String,
+    pub event_types: Vec<EventType>,
+    pub status: EndpointStatus,
+    pub secret: Secret,
+    pub created_at: i64,
+}
+
+/// A change to a webhook; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookPatch {
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub event_types: Option<Vec<EventType>>,
+    pub status: Option<EndpointStatus>,
+}
+
+/// An event to store, already validated and with its delivered body built.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: EventId,
+    /// The publisher named the id: a repeat is an idempotent replay.
+    pub id_given: bool,
+    pub team_id: String,
+    pub account_id: String,
+    pub event_type: EventType,
+    pub created_at: i64,
+    /// The publisher's `data`, as raw JSON, for idempotency comparison.
+    pub data: String,
+    /// The exact bytes every attempt sends.
+    pub body: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub id: EventId,
+    pub event_type: EventType,
+    pub created_at: i64,
+}
+
+/// What a publish came to.
+#[derive(Debug)]
+pub enum PublishOutcome {
+    /// Stored now, with the deliveries it made (already leased to the caller).
+    Created {
+        event: StoredEvent,
+        deliveries: Vec<ClaimedDelivery>,
+    },
+    /// The same id with the same payload was stored before: nothing new.
+    Existing(StoredEvent),
+    /// The same id was stored before with a different payload.
+    Conflict,
+    /// `data.organization.teamId` names no team.
+    UnknownTeam,
+    /// The team exists but belongs to another account than the one named.
+    AccountMismatch,
+}
+
+/// A claim on a delivery, held until `until_ms` by `node`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub node: String,
+    pub until_ms: i64,
+}
+
+/// Everything the engine needs to make the next attempt of a delivery.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: DeliveryId,
+    pub team_id: TeamId,
+    pub event_id: EventId,
+    pub event_type: EventType,
+    pub body: Bytes,
+    pub endpoint_id: EndpointId,
+    pub url: String,
+    pub secret: Secret,
+    /// The number the next attempt will have (1 for a fresh delivery).
+    pub attempt: u32,
+}
+
+/// Where a delivery goes after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryNext {
+    Succeeded,
+    RetryAt(i64),
+    Failed,
+}
+
+/// One attempt, as the engine records it.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub id: AttemptId,
+    pub delivery: DeliveryId,
+    pub team_id: TeamId,
+    pub endpoint_id: EndpointId,
+    pub event_id: EventId,
+    pub event_type: EventType,
+    pub attempt: u32,
+    pub timestamp_ms: i64,
+    pub status: AttemptStatus,
+    pub duration_ms: i64,
+    pub request_url: String,
+    pub request_headers: Vec<(String, String)>,
+    pub response: Option<ResponseRecord>,
+    pub error: Option<String>,
+    pub next: DeliveryNext,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseRecord {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// At most 64 KiB.
+    pub body: Vec<u8>,
+}
+
+/// Which attempts to list.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptFilter {
+    pub status: Option<AttemptStatus>,
+    pub event_id: Option<EventId>,
+    /// Only attempts older than this position (from a cursor).
+    pub before_seq: Option<i64>,
+    pub limit: usize,
+}
+
+/// An attempt as read back from the log.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// Position in the log, for cursors.
+    pub seq: i64,
+    pub id: AttemptId,
+    pub endpoint_id: EndpointId,
+    pub event_id: EventId,
+    pub event_type: EventType,
+    pub attempt: u32,
+    pub timestamp_ms: i64,
+    pub status: AttemptStatus,
+    pub duration_ms: i64,
+    pub request_url: String,
+    pub request_headers: Vec<(String, String)>,
+    /// Only filled by `get_attempt`.
+    pub request_body: Option<Bytes>,
+    pub response: Option<ResponseRecord>,
+    pub error: Option<String>,
+}

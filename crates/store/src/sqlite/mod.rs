@@ -1,0 +1,716 @@
+//! The SQLite backend: Herald's default, an embedded file with no server.
+//!
+//! Writes go through the group-committing writer of [`pool`]; reads use the
+//! read-only pool. WAL mode lets readers run while the writer commits.
+
+mod pool;
+mod schema;
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use herald_domain::attempt::AttemptStatus;
+use herald_domain::event::{EventType, same_payload};
+use herald_domain::ids::{
+    AccountId, AttemptId, DeliveryId, EndpointId, EndpointKind, EventId, TeamId,
+};
+use herald_domain::keys::KeyHash;
+use herald_domain::signing::Secret;
+use herald_domain::webhook::EndpointStatus;
+
+pub use pool::Durability;
+pub use schema::latest_version;
+
+use crate::model::*;
+use crate::{Store, StoreError, StoreResult};
+use pool::{Connections, internal};
+
+const ADMIN_KEY: &str = "admin_key_hash";
+
+/// Herald's store on one SQLite file.
+pub struct SqliteStore {
+    conns: Connections,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub fn open(path: &Path, durability: Durability) -> StoreResult<Self> {
+        Ok(Self {
+            conns: Connections::open(path, durability, 4)?,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.conns
+            .read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(internal))
+            .await
+    }
+
+    async fn admin_key_hash(&self) -> StoreResult<Option<KeyHash>> {
+        self.conns
+            .read(|c| {
+                c.query_row("SELECT value FROM meta WHERE key = ?1", [ADMIN_KEY], |r| {
+                    r.get::<_, String>(0)
+                })
+                .optional()
+                .map(|v| v.map(KeyHash::from_stored))
+                .map_err(internal)
+            })
+            .await
+    }
+
+    async fn init_admin_key_hash(&self, hash: &KeyHash) -> StoreResult<bool> {
+        let hash = hash.as_str().to_owned();
+        self.conns
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
+                        params![ADMIN_KEY, hash],
+                    )
+                    .map_err(internal)?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn create_account(&self, name: &str, now_ms: i64) -> StoreResult<Account> {
+        let account = Account {
+            id: AccountId::generate(now_ms),
+            name: name.to_owned(),
+            created_at: now_ms,
+        };
+        let row = account.clone();
+        self.conns
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO accounts (id, name, created_at) VALUES (?1, ?2, ?3)",
+                    params![row.id.as_str(), row.name, row.created_at],
+                )
+                .map_err(internal)?;
+                Ok(())
+            })
+            .await?;
+        Ok(account)
+    }
+
+    async fn create_team(&self, account: &AccountId, name: &str, now_ms: i64) -> StoreResult<Team> {
+        let team = Team {
+            id: TeamId::generate(now_ms),
+            account_id: account.clone(),
+            name: name.to_owned(),
+            created_at: now_ms,
+        };
+        let row = team.clone();
+        self.conns
+            .write(move |c| {
+                if !exists(
+                    c,
+                    "SELECT 1 FROM accounts WHERE id = ?1",
+                    row.account_id.as_str(),
+                )? {
+                    return Err(StoreError::NotFound);
+                }
+                c.execute(
+                    "INSERT INTO teams (id, account_id, name, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        row.id.as_str(),
+                        row.account_id.as_str(),
+                        row.name,
+                        row.created_at
+                    ],
+                )
+                .map_err(internal)?;
+                Ok(())
+            })
+            .await?;
+        Ok(team)
+    }
+
+    async fn create_team_key(&self, team: &TeamId, hash: &KeyHash, now_ms: i64) -> StoreResult<()> {
+        let (team, hash) = (team.as_str().to_owned(), hash.as_str().to_owned());
+        self.conns
+            .write(move |c| {
+                if !exists(c, "SELECT 1 FROM teams WHERE id = ?1", &team)? {
+                    return Err(StoreError::NotFound);
+                }
+                c.execute(
+                    "INSERT INTO team_keys (hash, team_id, created_at) VALUES (?1, ?2, ?3)",
+                    params![hash, team, now_ms],
+                )
+                .map_err(internal)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn team_for_key(&self, hash: &KeyHash) -> StoreResult<Option<TeamId>> {
+        let hash = hash.as_str().to_owned();
+        self.conns
+            .read(move |c| {
+                c.query_row(
+                    "SELECT team_id FROM team_keys WHERE hash = ?1",
+                    [hash],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()
+                .map(|t| t.map(TeamId::from_stored))
+                .map_err(internal)
+            })
+            .await
+    }
+
+    async fn create_endpoint(&self, endpoint: &Endpoint) -> StoreResult<()> {
+        let e = endpoint.clone();
+        self.conns
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO endpoints (id, kind, team_id, name, url, event_types, status, secret, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        e.id.as_str(),
+                        e.id.kind().as_str(),
+                        e.team_id.as_str(),
+                        e.name,
+                        e.url,
+                        event_types_json(&e.event_types),
+                        e.status.as_str(),
+                        e.secret.reveal(),
+                        e.created_at
+                    ],
+                )
+                .map_err(internal)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn list_webhooks(&self, team: &TeamId) -> StoreResult<Vec<Endpoint>> {
+        let team = team.as_str().to_owned();
+        self.conns
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(&format!(
+                        "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE team_id = ?1 AND kind = ?2 ORDER BY created_at, id"
+                    ))
+                    .map_err(internal)?;
+                let rows = stmt
+                    .query_map(params![team, EndpointKind::Webhook.as_str()], endpoint_from_row)
+                    .map_err(internal)?;
+                rows.map(|r| r.map_err(internal)).collect()
+            })
+            .await
+    }
+
+    async fn get_endpoint(&self, team: &TeamId, id: &EndpointId) -> StoreResult<Endpoint> {
+        let (team, id) = (team.as_str().to_owned(), id.as_str().to_owned());
+        self.conns.read(move |c| load_endpoint(c, &team, &id)).await
+    }
+
+    async fn update_webhook(
+        &self,
+        team: &TeamId,
+        id: &EndpointId,
+        patch: &WebhookPatch,
+    ) -> StoreResult<Endpoint> {
+        let (team, id, patch) = (
+            team.as_str().to_owned(),
+            id.as_str().to_owned(),
+            patch.clone(),
+        );
+        self.conns
+            .write(move |c| {
+                let mut e = load_endpoint(c, &team, &id)?;
+                if let Some(name) = patch.name {
+                    e.name = name;
+                }
+                if let Some(url) = patch.url {
+                    e.url = url;
+                }
+                if let Some(types) = patch.event_types {
+                    e.event_types = types;
+                }
+                if let Some(status) = patch.status {
+                    e.status = status;
+                }
+                c.execute(
+                    "UPDATE endpoints SET name = ?1, url = ?2, event_types = ?3, status = ?4 WHERE id = ?5",
+                    params![e.name, e.url, event_types_json(&e.event_types), e.status.as_str(), id],
+                )
+                .map_err(internal)?;
+                Ok(e)
+            })
+            .await
+    }
+
+    async fn delete_endpoint(&self, team: &TeamId, id: &EndpointId) -> StoreResult<()> {
+        let (team, id) = (team.as_str().to_owned(), id.as_str().to_owned());
+        self.conns
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "DELETE FROM endpoints WHERE id = ?1 AND team_id = ?2",
+                        params![id, team],
+                    )
+                    .map_err(internal)?;
+                if n == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                c.execute("DELETE FROM deliveries WHERE endpoint_id = ?1", [&id])
+                    .map_err(internal)?;
+                c.execute("DELETE FROM attempts WHERE endpoint_id = ?1", [&id])
+                    .map_err(internal)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn publish(&self, event: NewEvent, lease: &Lease) -> StoreResult<PublishOutcome> {
+        let lease = lease.clone();
+        self.conns
+            .write(move |c| publish_in(c, event, &lease))
+            .await
+    }
+
+    async fn claim_due(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        lease: &Lease,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let lease = lease.clone();
+        self.conns
+            .write(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT d.seq, d.team_id, d.event_id, v.event_type, v.body, d.endpoint_id, e.url, e.secret, d.attempts
+                         FROM deliveries d
+                         JOIN endpoints e ON e.id = d.endpoint_id
+                         JOIN events v ON v.id = d.event_id
+                         WHERE d.state = 'pending' AND d.next_attempt_at <= ?1
+                           AND (d.locked_until IS NULL OR d.locked_until < ?1)
+                           AND e.status = 'active'
+                         ORDER BY d.next_attempt_at, d.seq
+                         LIMIT ?2",
+                    )
+                    .map_err(internal)?;
+                let claimed = stmt
+                    .query_map(params![now_ms, limit as i64], |r| {
+                        Ok(ClaimedDelivery {
+                            id: DeliveryId(r.get(0)?),
+                            team_id: TeamId::from_stored(r.get(1)?),
+                            event_id: EventId::from_stored(r.get(2)?),
+                            event_type: event_type_from(r.get_ref(3)?.as_str()?)?,
+                            body: Bytes::from(r.get::<_, Vec<u8>>(4)?),
+                            endpoint_id: EndpointId::from_stored(r.get(5)?),
+                            url: r.get(6)?,
+                            secret: secret_from(r.get_ref(7)?.as_str()?)?,
+                            attempt: r.get::<_, u32>(8)? + 1,
+                        })
+                    })
+                    .map_err(internal)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(internal)?;
+                let mut lock = c
+                    .prepare_cached("UPDATE deliveries SET locked_until = ?1, locked_by = ?2 WHERE seq = ?3")
+                    .map_err(internal)?;
+                for d in &claimed {
+                    lock.execute(params![lease.until_ms, lease.node, d.id.0]).map_err(internal)?;
+                }
+                Ok(claimed)
+            })
+            .await
+    }
+
+    async fn next_due_at(&self) -> StoreResult<Option<i64>> {
+        self.conns
+            .read(|c| {
+                c.query_row(
+                    "SELECT MIN(MAX(d.next_attempt_at, COALESCE(d.locked_until, 0)))
+                     FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
+                     WHERE d.state = 'pending' AND e.status = 'active'",
+                    [],
+                    |r| r.get::<_, Option<i64>>(0),
+                )
+                .map_err(internal)
+            })
+            .await
+    }
+
+    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<()> {
+        self.conns.write(move |c| record_in(c, &record)).await
+    }
+
+    async fn release(&self, deliveries: &[DeliveryId]) -> StoreResult<()> {
+        let ids: Vec<i64> = deliveries.iter().map(|d| d.0).collect();
+        self.conns
+            .write(move |c| {
+                let mut stmt = c
+                    .prepare_cached("UPDATE deliveries SET locked_until = NULL, locked_by = NULL WHERE seq = ?1")
+                    .map_err(internal)?;
+                for id in ids {
+                    stmt.execute([id]).map_err(internal)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn release_node(&self, node: &str) -> StoreResult<()> {
+        let node = node.to_owned();
+        self.conns
+            .write(move |c| {
+                c.execute("UPDATE deliveries SET locked_until = NULL, locked_by = NULL WHERE locked_by = ?1", [node])
+                    .map_err(internal)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn list_attempts(
+        &self,
+        team: &TeamId,
+        endpoint: &EndpointId,
+        filter: &AttemptFilter,
+    ) -> StoreResult<Vec<Attempt>> {
+        let (team, endpoint, filter) = (
+            team.as_str().to_owned(),
+            endpoint.as_str().to_owned(),
+            filter.clone(),
+        );
+        self.conns
+            .read(move |c| {
+                let mut sql = format!("SELECT {ATTEMPT_COLUMNS}, NULL, NULL FROM attempts a WHERE a.endpoint_id = ?1 AND a.team_id = ?2");
+                let mut args: Vec<rusqlite::types::Value> = vec![endpoint.into(), team.into()];
+                if let Some(status) = filter.status {
+                    args.push(status.as_str().to_owned().into());
+                    sql.push_str(&format!(" AND a.status = ?{}", args.len()));
+                }
+                if let Some(event) = &filter.event_id {
+                    args.push(event.as_str().to_owned().into());
+                    sql.push_str(&format!(" AND a.event_id = ?{}", args.len()));
+                }
+                if let Some(before) = filter.before_seq {
+                    args.push(before.into());
+                    sql.push_str(&format!(" AND a.seq < ?{}", args.len()));
+                }
+                args.push((filter.limit as i64).into());
+                sql.push_str(&format!(" ORDER BY a.seq DESC LIMIT ?{}", args.len()));
+                let mut stmt = c.prepare_cached(&sql).map_err(internal)?;
+                let rows = stmt
+                    .query_map(rusqlite::params_from_iter(args), attempt_from_row)
+                    .map_err(internal)?;
+                rows.map(|r| r.map_err(internal)).collect()
+            })
+            .await
+    }
+
+    async fn get_attempt(&self, team: &TeamId, id: &AttemptId) -> StoreResult<Attempt> {
+        let (team, id) = (team.as_str().to_owned(), id.as_str().to_owned());
+        self.conns
+            .read(move |c| {
+                c.query_row(
+                    &format!(
+                        "SELECT {ATTEMPT_COLUMNS}, a.response_body, v.body FROM attempts a
+                         LEFT JOIN events v ON v.id = a.event_id
+                         WHERE a.id = ?1 AND a.team_id = ?2"
+                    ),
+                    params![id, team],
+                    attempt_from_row,
+                )
+                .optional()
+                .map_err(internal)?
+                .ok_or(StoreError::NotFound)
+            })
+            .await
+    }
+}
+
+const ENDPOINT_COLUMNS: &str = "id, team_id, name, url, event_types, status, secret, created_at";
+
+fn endpoint_from_row(r: &Row<'_>) -> rusqlite::Result<Endpoint> {
+    let types: String = r.get(4)?;
+    Ok(Endpoint {
+        id: EndpointId::from_stored(r.get(0)?),
+        team_id: TeamId::from_stored(r.get(1)?),
+        name: r.get(2)?,
+        url: r.get(3)?,
+        event_types: serde_json::from_str::<Vec<String>>(&types)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| EventType::parse(t))
+            .collect(),
+        status: {
+            let raw = r.get_ref(5)?.as_str()?;
+            EndpointStatus::parse(raw)
+                .ok_or_else(|| bad_column(format!("unknown endpoint status `{raw}`")))?
+        },
+        secret: secret_from(r.get_ref(6)?.as_str()?)?,
+        created_at: r.get(7)?,
+    })
+}
+
+fn load_endpoint(c: &Connection, team: &str, id: &str) -> StoreResult<Endpoint> {
+    c.query_row(
+        &format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = ?1 AND team_id = ?2"),
+        params![id, team],
+        endpoint_from_row,
+    )
+    .optional()
+    .map_err(internal)?
+    .ok_or(StoreError::NotFound)
+}
+
+const ATTEMPT_COLUMNS: &str = "a.seq, a.id, a.endpoint_id, a.event_id, a.event_type, a.attempt, a.timestamp, a.status, \
+     a.duration_ms, a.request_url, a.request_headers, a.response_status, a.response_headers, a.error";
+
+fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
+    let response_status: Option<u16> = r.get(11)?;
+    let response_headers: Option<String> = r.get(12)?;
+    let response_body: Option<Vec<u8>> = r.get(14)?;
+    let request_body: Option<Vec<u8>> = r.get(15)?;
+    Ok(Attempt {
+        seq: r.get(0)?,
+        id: AttemptId::from_stored(r.get(1)?),
+        endpoint_id: EndpointId::from_stored(r.get(2)?),
+        event_id: EventId::from_stored(r.get(3)?),
+        event_type: event_type_from(r.get_ref(4)?.as_str()?)?,
+        attempt: r.get(5)?,
+        timestamp_ms: r.get(6)?,
+        status: {
+            let raw = r.get_ref(7)?.as_str()?;
+            AttemptStatus::parse(raw)
+                .ok_or_else(|| bad_column(format!("unknown attempt status `{raw}`")))?
+        },
+        duration_ms: r.get(8)?,
+        request_url: r.get(9)?,
+        request_headers: headers_from(&r.get::<_, String>(10)?),
+        request_body: request_body.map(Bytes::from),
+        response: response_status.map(|status| ResponseRecord {
+            status,
+            headers: response_headers
+                .as_deref()
+                .map(headers_from)
+                .unwrap_or_default(),
+            body: response_body.unwrap_or_default(),
+        }),
+        error: r.get(13)?,
+    })
+}
+
+fn publish_in(c: &Connection, event: NewEvent, lease: &Lease) -> StoreResult<PublishOutcome> {
+    if event.id_given {
+        let existing = c
+            .query_row(
+                "SELECT event_type, created_at, body FROM events WHERE id = ?1",
+                [event.id.as_str()],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(internal)?;
+        if let Some((event_type, created_at, body)) = existing {
+            let stored_data = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("data").map(|d| d.to_string()))
+                .unwrap_or_default();
+            if same_payload(
+                &event_type,
+                &stored_data,
+                event.event_type.as_str(),
+                &event.data,
+            ) {
+                return Ok(PublishOutcome::Existing(StoredEvent {
+                    id: event.id,
+                    event_type: event_type_from(&event_type).map_err(internal)?,
+                    created_at,
+                }));
+            }
+            return Ok(PublishOutcome::Conflict);
+        }
+    }
+    let account: Option<String> = c
+        .query_row(
+            "SELECT account_id FROM teams WHERE id = ?1",
+            [&event.team_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(internal)?;
+    match account {
+        None => return Ok(PublishOutcome::UnknownTeam),
+        Some(account) if account != event.account_id => return Ok(PublishOutcome::AccountMismatch),
+        Some(_) => {}
+    }
+    c.prepare_cached("INSERT INTO events (id, team_id, event_type, created_at, body) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .and_then(|mut s| {
+            s.execute(params![
+                event.id.as_str(),
+                event.team_id,
+                event.event_type.as_str(),
+                event.created_at,
+                &event.body[..]
+            ])
+        })
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                StoreError::Conflict("event id already used".into())
+            }
+            other => internal(other),
+        })?;
+
+    let mut endpoints = c
+        .prepare_cached(
+            "SELECT id, url, secret, event_types FROM endpoints WHERE team_id = ?1 AND kind = ?2 AND status = 'active'",
+        )
+        .map_err(internal)?;
+    let subscribed: Vec<(String, String, String)> = endpoints
+        .query_map(
+            params![event.team_id, EndpointKind::Webhook.as_str()],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            },
+        )
+        .map_err(internal)?
+        .filter_map(|r| r.ok())
+        .filter(|(_, _, _, types)| types.contains(&format!("\"{}\"", event.event_type.as_str())))
+        .map(|(id, url, secret, _)| (id, url, secret))
+        .collect();
+
+    let mut insert = c
+        .prepare_cached(
+            "INSERT INTO deliveries (event_id, endpoint_id, team_id, state, attempts, next_attempt_at, locked_until, locked_by, created_at)
+             VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?5, ?6, ?4)",
+        )
+        .map_err(internal)?;
+    let team_id = TeamId::from_stored(event.team_id.clone());
+    let mut deliveries = Vec::with_capacity(subscribed.len());
+    for (endpoint_id, url, secret) in subscribed {
+        insert
+            .execute(params![
+                event.id.as_str(),
+                endpoint_id,
+                event.team_id,
+                event.created_at,
+                lease.until_ms,
+                lease.node
+            ])
+            .map_err(internal)?;
+        deliveries.push(ClaimedDelivery {
+            id: DeliveryId(c.last_insert_rowid()),
+            team_id: team_id.clone(),
+            event_id: event.id.clone(),
+            event_type: event.event_type,
+            body: event.body.clone(),
+            endpoint_id: EndpointId::from_stored(endpoint_id),
+            url,
+            secret: secret_from(&secret).map_err(internal)?,
+            attempt: 1,
+        });
+    }
+    Ok(PublishOutcome::Created {
+        event: StoredEvent {
+            id: event.id,
+            event_type: event.event_type,
+            created_at: event.created_at,
+        },
+        deliveries,
+    })
+}
+
+fn record_in(c: &Connection, r: &AttemptRecord) -> StoreResult<()> {
+    let (state, next_at) = match r.next {
+        DeliveryNext::Succeeded => ("succeeded", r.timestamp_ms),
+        DeliveryNext::RetryAt(at) => ("pending", at),
+        DeliveryNext::Failed => ("failed", r.timestamp_ms),
+    };
+    let updated = c
+        .prepare_cached(
+            "UPDATE deliveries SET state = ?1, attempts = ?2, next_attempt_at = ?3, locked_until = NULL, locked_by = NULL
+             WHERE seq = ?4",
+        )
+        .and_then(|mut s| s.execute(params![state, r.attempt, next_at, r.delivery.0]))
+        .map_err(internal)?;
+    if updated == 0 {
+        // The endpoint was deleted while the attempt was in flight; its log went with it.
+        return Ok(());
+    }
+    let response = r.response.as_ref();
+    c.prepare_cached(
+        "INSERT INTO attempts (id, delivery_seq, team_id, endpoint_id, event_id, event_type, attempt, timestamp, status,
+             duration_ms, request_url, request_headers, response_status, response_headers, response_body, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            r.id.as_str(),
+            r.delivery.0,
+            r.team_id.as_str(),
+            r.endpoint_id.as_str(),
+            r.event_id.as_str(),
+            r.event_type.as_str(),
+            r.attempt,
+            r.timestamp_ms,
+            r.status.as_str(),
+            r.duration_ms,
+            r.request_url,
+            headers_json(&r.request_headers),
+            response.map(|x| x.status),
+            response.map(|x| headers_json(&x.headers)),
+            response.map(|x| x.body.as_slice()),
+            r.error,
+        ])
+    })
+    .map_err(internal)?;
+    Ok(())
+}
+
+fn exists(c: &Connection, sql: &str, arg: &str) -> StoreResult<bool> {
+    c.query_row(sql, [arg], |_| Ok(()))
+        .optional()
+        .map(|o| o.is_some())
+        .map_err(internal)
+}
+
+fn event_types_json(types: &[EventType]) -> String {
+    serde_json::to_string(&types.iter().map(|t| t.as_str()).collect::<Vec<_>>())
+        .unwrap_or_else(|_| "[]".into())
+}
+
+fn headers_json(headers: &[(String, String)]) -> String {
+    serde_json::to_string(headers).unwrap_or_else(|_| "[]".into())
+}
+
+fn headers_from(raw: &str) -> Vec<(String, String)> {
+    serde_json::from_str(raw).unwrap_or_default()
+}
+
+/// Stored values were written by this crate from the same enums; one that
+/// does not parse means a newer binary or a damaged file, and is an error.
+fn event_type_from(raw: &str) -> rusqlite::Result<EventType> {
+    EventType::parse(raw).ok_or_else(|| bad_column(format!("unknown event type `{raw}`")))
+}
+
+fn secret_from(raw: &str) -> rusqlite::Result<Secret> {
+    Secret::parse(raw).ok_or_else(|| bad_column("stored secret is not a whsec_ secret".into()))
+}
+
+fn bad_column(why: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, why.into())
+}

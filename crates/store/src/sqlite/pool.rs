@@ -1,0 +1,207 @@
+//! The SQLite connections: one writer thread that group-commits, and a pool of
+//! read-only connections used from `spawn_blocking`.
+//!
+//! SQLite has one writer at a time, so Herald gives it exactly one: a
+//! dedicated OS thread owns the write connection and takes jobs from a
+//! bounded channel. Each time it wakes it takes every job that has queued up
+//! (up to [`MAX_BATCH`]), runs each inside its own savepoint, and commits them
+//! all at once: one fsync for many publishes. A job's result is handed back
+//! only after that commit, so nothing is acknowledged before it is durable.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::{StoreError, StoreResult};
+
+/// The most jobs committed in one transaction. Large enough to amortise the
+/// fsync, small enough that one batch does not stall readers of its results.
+const MAX_BATCH: usize = 512;
+
+/// A write job: runs against the connection inside a savepoint, returns
+/// whether it succeeded (to keep or roll back its savepoint) and a completion
+/// that reports the result once the batch's commit is known.
+type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+/// How durable a commit is. `Normal` survives a killed process (the WAL is in
+/// the OS page cache); `Full` also survives power loss, at one fsync per batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    Normal,
+    Full,
+}
+
+pub(crate) struct Connections {
+    writer: mpsc::Sender<WriteJob>,
+    readers: Arc<ReaderPool>,
+}
+
+struct ReaderPool {
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl Connections {
+    pub(crate) fn open(path: &Path, durability: Durability, readers: usize) -> StoreResult<Self> {
+        let write_conn = open_connection(path, false, durability)?;
+        crate::sqlite::schema::migrate(&write_conn)?;
+        let mut idle = Vec::with_capacity(readers);
+        for _ in 0..readers {
+            idle.push(open_connection(path, true, durability)?);
+        }
+        let (tx, rx) = mpsc::channel::<WriteJob>(4096);
+        std::thread::Builder::new()
+            .name("herald-sqlite-writer".into())
+            .spawn(move || run_writer(write_conn, rx))
+            .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            writer: tx,
+            readers: Arc::new(ReaderPool {
+                idle: Mutex::new(idle),
+                permits: Semaphore::new(readers),
+            }),
+        })
+    }
+
+    /// Runs `f` in the next group commit and returns its result once committed.
+    pub(crate) async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let done: Completion = Box::new(move |commit_error| {
+                let _ = tx.send(match commit_error {
+                    Some(e) => Err(e.clone()),
+                    None => result,
+                });
+            });
+            (ok, done)
+        });
+        self.writer
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the writer stopped".into()))?
+    }
+
+    /// Runs `f` on a pooled read-only connection, off the async workers.
+    pub(crate) async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let pool = Arc::clone(&self.readers);
+        let _permit = pool
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?;
+        let conn = lock(&pool.idle).pop().ok_or_else(|| {
+            StoreError::Internal("reader pool is empty although a permit was held".into())
+        })?;
+        let pool2 = Arc::clone(&pool);
+        tokio::task::spawn_blocking(move || {
+            let result = f(&conn);
+            lock(&pool2.idle).push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("reader task failed: {e}")))?
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the Vec inconsistent.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn open_connection(
+    path: &Path,
+    read_only: bool,
+    durability: Durability,
+) -> StoreResult<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(internal)?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(internal)?;
+    }
+    let sync = match durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", sync)
+        .map_err(internal)?;
+    conn.pragma_update(None, "foreign_keys", "OFF")
+        .map_err(internal)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn run_writer(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
+    let mut batch: Vec<WriteJob> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&conn, &mut batch);
+    }
+}
+
+fn commit_batch(conn: &Connection, batch: &mut Vec<WriteJob>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::error!(error = %e, jobs = batch.len(), "cannot begin a write transaction");
+        // Dropping a job drops its reply channel: each waiter gets `Unavailable`.
+        batch.clear();
+        return;
+    }
+    let mut completions = Vec::with_capacity(batch.len());
+    for job in batch.drain(..) {
+        let savepoint = conn.execute_batch("SAVEPOINT job");
+        let (ok, done) = job(conn);
+        let end = if ok {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
+        if let Err(e) = savepoint.and_then(|_| conn.execute_batch(end)) {
+            tracing::error!(error = %e, "savepoint failed inside a write batch");
+        }
+        completions.push(done);
+    }
+    let commit = conn.execute_batch("COMMIT").map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        StoreError::Unavailable(format!("commit failed: {e}"))
+    });
+    if let Err(e) = &commit {
+        tracing::error!(error = %e, jobs = completions.len(), "group commit failed");
+    }
+    for done in completions {
+        done(commit.as_ref().err());
+    }
+}
+
+pub(crate) fn internal(e: rusqlite::Error) -> StoreError {
+    StoreError::Internal(e.to_string())
+}

@@ -1,0 +1,118 @@
+//! SQLite schema migrations, versioned with `PRAGMA user_version`.
+//!
+//! Each entry of [`MIGRATIONS`] moves the schema one version up and runs in
+//! its own transaction; a newer binary applies the ones an older store lacks.
+//! Entries are never edited once released: a change is a new entry.
+
+use rusqlite::Connection;
+
+use crate::StoreResult;
+use crate::sqlite::pool::internal;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the core schema.
+    r#"
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE accounts (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE teams (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE team_keys (
+        hash TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    -- Team webhooks and real-time endpoints alike: where deliveries go.
+    CREATE TABLE endpoints (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        team_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        url TEXT NOT NULL,
+        event_types TEXT NOT NULL,
+        status TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX endpoints_team ON endpoints(team_id, kind, created_at);
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        team_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        body BLOB NOT NULL
+    );
+    -- One event on its way to one endpoint. `state` is pending until the
+    -- delivery succeeds, fails or is dropped; a pending delivery is due at
+    -- `next_attempt_at` and free to claim when its lease has run out.
+    CREATE TABLE deliveries (
+        seq INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL,
+        endpoint_id TEXT NOT NULL,
+        team_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        locked_until INTEGER,
+        locked_by TEXT,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE state = 'pending';
+    CREATE INDEX deliveries_endpoint ON deliveries(endpoint_id, state);
+    CREATE INDEX deliveries_locked_by ON deliveries(locked_by) WHERE locked_by IS NOT NULL;
+    CREATE TABLE attempts (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        delivery_seq INTEGER NOT NULL,
+        team_id TEXT NOT NULL,
+        endpoint_id TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        timestamp INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        request_url TEXT NOT NULL,
+        request_headers TEXT NOT NULL,
+        response_status INTEGER,
+        response_headers TEXT,
+        response_body BLOB,
+        error TEXT
+    );
+    CREATE INDEX attempts_endpoint ON attempts(endpoint_id, seq);
+    CREATE INDEX attempts_endpoint_status ON attempts(endpoint_id, status, seq);
+    CREATE INDEX attempts_endpoint_event ON attempts(endpoint_id, event_id, seq);
+    "#,
+];
+
+/// Brings the schema up to the newest version.
+pub(crate) fn migrate(conn: &Connection) -> StoreResult<()> {
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(internal)?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        let version = i + 1;
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {version}; COMMIT;"
+        ))
+        .map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            crate::StoreError::Internal(format!("migration {version} failed: {e}"))
+        })?;
+        tracing::info!(version, "applied SQLite migration");
+    }
+    Ok(())
+}
+
+/// The newest schema version this binary knows.
+pub fn latest_version() -> usize {
+    MIGRATIONS.len()
+}
