@@ -1,0 +1,255 @@
+//! The real binary in its own process: the admin key printed once, and
+//! `kill -9` during a publish burst loses no accepted event.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+struct Server {
+    child: Child,
+    base: String,
+    stdout_lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_server(dir: &std::path::Path, port: u16, admin_key: Option<&str>) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+    cmd.arg("serve")
+        .current_dir(dir)
+        .env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("HERALD_ALLOW_INSECURE_TARGETS", "1")
+        .env("HERALD_LOG", "warn")
+        .env_remove("HERALD_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    match admin_key {
+        Some(key) => cmd.env("HERALD_ADMIN_KEY", key),
+        None => cmd.env_remove("HERALD_ADMIN_KEY"),
+    };
+    let mut child = cmd.spawn().expect("start herald");
+    let stdout = child.stdout.take().expect("stdout");
+    let stdout_lines = Arc::new(Mutex::new(Vec::new()));
+    let lines = Arc::clone(&stdout_lines);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            lines.lock().unwrap().push(line);
+        }
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+            if r.status() == StatusCode::OK {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "herald did not become ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Server {
+        child,
+        base,
+        stdout_lines,
+    }
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: String,
+    key: &str,
+    body: &Value,
+) -> (StatusCode, Value) {
+    let r = client
+        .post(url)
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_new_store_prints_its_generated_admin_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = start_server(dir.path(), port, None).await;
+    let key = {
+        let lines = server.stdout_lines.lock().unwrap();
+        lines
+            .iter()
+            .find(|l| l.starts_with("hadm_"))
+            .cloned()
+            .expect("the key is printed")
+    };
+    let client = reqwest::Client::new();
+    let (status, _) = post(
+        &client,
+        format!("{}/api/v1/accounts", server.base),
+        &key,
+        &json!({"name": "a"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(
+        dir.path().join("herald.db").exists(),
+        "SQLite file in the working directory"
+    );
+    drop(server);
+
+    let server = start_server(dir.path(), port, None).await;
+    let (status, _) = post(
+        &client,
+        format!("{}/api/v1/accounts", server.base),
+        &key,
+        &json!({"name": "b"}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "the key still works after a restart"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let lines = server.stdout_lines.lock().unwrap();
+    assert!(
+        !lines.iter().any(|l| l.contains("hadm_")),
+        "printed only once: {lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn kill_9_during_a_publish_burst_loses_no_accepted_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let receiver = TestReceiver::start().await;
+    let server = start_server(dir.path(), port, Some(ADMIN_KEY)).await;
+    let client = reqwest::Client::new();
+    let base = server.base.clone();
+
+    let (_, account) = post(
+        &client,
+        format!("{base}/api/v1/accounts"),
+        ADMIN_KEY,
+        &json!({"name": "a"}),
+    )
+    .await;
+    let account_id = account["id"].as_str().unwrap().to_owned();
+    let (_, team) = post(
+        &client,
+        format!("{base}/api/v1/accounts/{account_id}/teams"),
+        ADMIN_KEY,
+        &json!({"name": "t"}),
+    )
+    .await;
+    let team_id = team["id"].as_str().unwrap().to_owned();
+    let (_, key) = post(
+        &client,
+        format!("{base}/api/v1/teams/{team_id}/keys"),
+        ADMIN_KEY,
+        &json!({}),
+    )
+    .await;
+    let team = TestTeam {
+        account_id,
+        team_id,
+        key: key["key"].as_str().unwrap().to_owned(),
+    };
+    let (status, _) = post(
+        &client,
+        format!("{base}/api/v1/webhooks"),
+        &team.key,
+        &json!({"name": "crash", "url": receiver.url("/crash"), "eventTypes": ["meeting.completed"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // Eight publishers in parallel; the server is killed while they run.
+    let accepted = Arc::new(Mutex::new(HashSet::new()));
+    let mut publishers = Vec::new();
+    for p in 0..8 {
+        let (client, base, accepted) = (client.clone(), base.clone(), Arc::clone(&accepted));
+        let event = meeting_event(&team, &format!("p{p}"));
+        publishers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let mut body = event.clone();
+                body["id"] = json!(format!("evt_crash_{p}_{i}"));
+                match client
+                    .post(format!("{base}/api/v1/events"))
+                    .bearer_auth(ADMIN_KEY)
+                    .json(&body)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == StatusCode::ACCEPTED => {
+                        accepted
+                            .lock()
+                            .unwrap()
+                            .insert(format!("evt_crash_{p}_{i}"));
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    let burst_start = Instant::now();
+    while accepted.lock().unwrap().len() < 500 && burst_start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut server = server;
+    server.child.kill().expect("kill -9");
+    server.child.wait().unwrap();
+    for p in publishers {
+        let _ = p.await;
+    }
+    let accepted: HashSet<String> = accepted.lock().unwrap().clone();
+    assert!(
+        accepted.len() >= 500,
+        "the burst was under way: {}",
+        accepted.len()
+    );
+
+    let _restarted = start_server(dir.path(), port, Some(ADMIN_KEY)).await;
+    let mut missing = accepted.clone();
+    let mut received = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !missing.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let got = receiver
+            .next(left)
+            .await
+            .unwrap_or_else(|| panic!("{} accepted events never arrived", missing.len()));
+        received += 1;
+        missing.remove(got.header("webhook-id"));
+    }
+    println!(
+        "kill -9: {} events accepted before the kill, all delivered; {} deliveries seen ({} duplicates at most)",
+        accepted.len(),
+        received,
+        received.saturating_sub(accepted.len())
+    );
+}

@@ -1,0 +1,11 @@
+//! Herald's integration tests, in one binary: each module drives the real
+//! server over HTTP against real receivers on 127.0.0.1.
+
+mod helpers;
+
+mod accounts;
+mod crash;
+mod delivery;
+mod publish;
+mod retries;
+mod webhooks;
