@@ -263,10 +263,8 @@ impl Dispatcher {
                 }
                 self.pump(&mut state, &next, &mut to_start);
             }
-            if let Some(queue) = state.queues.get(endpoint) {
-                if queue.jobs.is_empty() && queue.in_flight == 0 {
-                    state.queues.remove(endpoint);
-                }
+            if state.queues.get(endpoint).is_some_and(|q| q.jobs.is_empty() && q.in_flight == 0) {
+                state.queues.remove(endpoint);
             }
         }
         self.start_all(to_start);

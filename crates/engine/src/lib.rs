@@ -169,10 +169,10 @@ impl Engine {
     /// at all, if it is no longer active).
     pub async fn endpoint_changed(&self, endpoint: &EndpointId) {
         let released = self.dispatcher.forget_endpoint(endpoint);
-        if !released.is_empty() {
-            if let Err(e) = self.store.release(&released).await {
-                tracing::warn!(error = %e, endpoint_id = %endpoint, "could not release queued deliveries; their leases will expire");
-            }
+        if !released.is_empty()
+            && let Err(e) = self.store.release(&released).await
+        {
+            tracing::warn!(error = %e, endpoint_id = %endpoint, "could not release queued deliveries; their leases will expire");
         }
         self.wakeup.wake_at(now_ms());
     }

@@ -129,12 +129,10 @@ impl ServeArgs {
         if self.max_body_bytes < 1024 {
             bail!("HERALD_MAX_BODY_BYTES / --max-body-bytes: must be at least 1024");
         }
-        if let Some(key) = &self.admin_key {
-            if key.len() < 16 || key.contains(char::is_whitespace) {
-                bail!(
-                    "HERALD_ADMIN_KEY / --admin-key: must be at least 16 characters without spaces"
-                );
-            }
+        if let Some(key) = &self.admin_key
+            && (key.len() < 16 || key.contains(char::is_whitespace))
+        {
+            bail!("HERALD_ADMIN_KEY / --admin-key: must be at least 16 characters without spaces");
         }
         let mut config = Config::new(database);
         config.listen = listen;

@@ -60,10 +60,10 @@ async fn start_server(dir: &std::path::Path, port: u16, admin_key: Option<&str>)
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            if r.status() == StatusCode::OK {
-                break;
-            }
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status() == StatusCode::OK
+        {
+            break;
         }
         assert!(Instant::now() < deadline, "herald did not become ready");
         tokio::time::sleep(Duration::from_millis(20)).await;

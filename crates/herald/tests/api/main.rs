@@ -1,6 +1,9 @@
 //! Herald's integration tests, in one binary: each module drives the real
 //! server over HTTP against real receivers on 127.0.0.1.
 
+// Panicking on a broken expectation is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 mod helpers;
 
 mod accounts;
