@@ -25,10 +25,7 @@ pub async fn create_account(
     JsonBody(body): JsonBody<NameBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let name = check_name(&body.name)?;
-    let account = state
-        .store
-        .create_account(&name, herald_engine::now_ms())
-        .await?;
+    let account = state.store.create_account(&name, herald_engine::now_ms()).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": account.id, "name": account.name })),

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use herald_domain::attempt::AttemptStatus;
 use herald_domain::cursor::Cursor;
-use herald_domain::ids::{AttemptId, EndpointKind, EventId};
+use herald_domain::ids::{AttemptId, EndpointId, EndpointKind, EventId, TeamId};
 use herald_store::{Attempt, AttemptFilter};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -37,13 +37,23 @@ pub async fn list_for_webhook(
         .get_endpoint(&team, &endpoint)
         .await
         .map_err(|e| crate::accounts::not_found_as(e, "webhook"))?;
-    let filter = parse_filter(&query)?;
+    page(&state, &team, &endpoint, &query).await
+}
+
+/// One page of an endpoint's attempts, newest first, with the cursor of the next.
+pub(crate) async fn page(
+    state: &AppState,
+    team: &TeamId,
+    endpoint: &EndpointId,
+    query: &ListQuery,
+) -> Result<Json<Value>, ApiError> {
+    let filter = parse_filter(query)?;
     let limit = filter.limit;
     let mut page = state
         .store
         .list_attempts(
-            &team,
-            &endpoint,
+            team,
+            endpoint,
             &AttemptFilter {
                 limit: limit + 1,
                 ..filter
@@ -101,9 +111,7 @@ pub(crate) fn parse_filter(query: &ListQuery) -> Result<AttemptFilter, ApiError>
         Some(raw) => match raw.parse::<usize>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
             _ => {
-                return Err(bad(format!(
-                    "limit: must be a whole number from 1 to {MAX_LIMIT}"
-                )));
+                return Err(bad(format!("limit: must be a whole number from 1 to {MAX_LIMIT}")));
             }
         },
     };
@@ -141,8 +149,7 @@ fn headers_object(headers: &[(String, String)]) -> Value {
 
 /// The contract's attempt shape. Bodies only with `detail`: lists leave them out.
 pub(crate) fn attempt_json(a: &Attempt, detail: bool) -> Value {
-    let mut request =
-        json!({ "url": a.request_url, "headers": headers_object(&a.request_headers) });
+    let mut request = json!({ "url": a.request_url, "headers": headers_object(&a.request_headers) });
     let response = a.response.as_ref().map(|r| {
         let mut response = json!({ "status": r.status, "headers": headers_object(&r.headers) });
         if detail {

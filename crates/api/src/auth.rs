@@ -68,11 +68,7 @@ async fn identify(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
             if let Some(team) = state.auth.cached_team(&hash) {
                 return Ok(Caller::Team(team));
             }
-            let team = state
-                .store
-                .team_for_key(&hash)
-                .await?
-                .ok_or(ApiError::Unauthorized)?;
+            let team = state.store.team_for_key(&hash).await?.ok_or(ApiError::Unauthorized)?;
             state.auth.remember(&hash, &team);
             Ok(Caller::Team(team))
         }

@@ -103,6 +103,7 @@ pub async fn not_found() -> ApiError {
 }
 
 pub async fn method_not_allowed() -> Response {
-    let body = serde_json::json!({ "error": { "code": "method_not_allowed", "message": "method not allowed on this path" } });
+    let body =
+        serde_json::json!({ "error": { "code": "method_not_allowed", "message": "method not allowed on this path" } });
     (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }

@@ -76,18 +76,12 @@ pub async fn publish(
         created_at: now,
         data: body.data.get().to_owned(),
     };
-    match state
-        .store
-        .publish(event, &state.engine.new_lease())
-        .await?
-    {
+    match state.store.publish(event, &state.engine.new_lease()).await? {
         PublishOutcome::Created { event, deliveries } => {
             let metrics = state.engine.metrics();
             metrics.events_published.fetch_add(1, Relaxed);
-            metrics
-                .deliveries_created
-                .fetch_add(deliveries.len() as u64, Relaxed);
-            state.engine.enqueue(deliveries);
+            metrics.deliveries_created.fetch_add(deliveries.len() as u64, Relaxed);
+            state.engine.enqueue(deliveries).await;
             Ok((StatusCode::ACCEPTED, Json(event_json(&event))))
         }
         PublishOutcome::Existing(event) => Ok((StatusCode::OK, Json(event_json(&event)))),

@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod attempts;
 pub mod auth;
+pub mod bots;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -45,12 +46,7 @@ pub struct ApiSettings {
 }
 
 impl AppState {
-    pub fn new(
-        store: Arc<dyn Store>,
-        engine: Engine,
-        admin_key: KeyHash,
-        settings: ApiSettings,
-    ) -> Self {
+    pub fn new(store: Arc<dyn Store>, engine: Engine, admin_key: KeyHash, settings: ApiSettings) -> Self {
         Self {
             store,
             engine,
@@ -68,44 +64,41 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/api/v1/accounts", post(accounts::create_account))
-        .route(
-            "/api/v1/accounts/{account_id}/teams",
-            post(accounts::create_team),
-        )
-        .route(
-            "/api/v1/teams/{team_id}/keys",
-            post(accounts::create_team_key),
-        )
+        .route("/api/v1/accounts/{account_id}/teams", post(accounts::create_team))
+        .route("/api/v1/teams/{team_id}/keys", post(accounts::create_team_key))
         .route("/api/v1/events", post(events::publish))
-        .route(
-            "/api/v1/webhooks",
-            post(webhooks::create).get(webhooks::list),
-        )
+        .route("/api/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route(
             "/api/v1/webhooks/{webhook_id}",
-            get(webhooks::get_one)
-                .patch(webhooks::update)
-                .delete(webhooks::delete),
+            get(webhooks::get_one).patch(webhooks::update).delete(webhooks::delete),
         )
         .route(
             "/api/v1/webhooks/{webhook_id}/attempts",
             get(attempts::list_for_webhook),
         )
         .route("/api/v1/attempts/{attempt_id}", get(attempts::get_one))
+        .route("/api/v1/bot", post(bots::create).get(bots::list))
+        .route("/api/v1/bot/", post(bots::create).get(bots::list))
+        .route("/api/v1/bot/{bot_id}", get(bots::get_one))
+        .route("/api/v1/bot/{bot_id}/", get(bots::get_one))
+        .route("/api/v1/bot/{bot_id}/events", post(bots::publish))
+        .route("/api/v1/bot/{bot_id}/events/", post(bots::publish))
+        .route(
+            "/api/v1/bot/{bot_id}/realtime_endpoints/{endpoint_id}/attempts",
+            get(bots::list_attempts),
+        )
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(
-            tower_http::trace::TraceLayer::new_for_http().make_span_with(
-                |req: &axum::http::Request<_>| {
-                    let path = req
-                        .extensions()
-                        .get::<axum::extract::MatchedPath>()
-                        .map(|p| p.as_str().to_owned())
-                        .unwrap_or_default();
-                    tracing::debug_span!("request", method = %req.method(), path)
-                },
-            ),
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                let path = req
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_default();
+                tracing::debug_span!("request", method = %req.method(), path)
+            }),
         )
         .with_state(state)
 }

@@ -64,6 +64,8 @@ pub async fn create(
     let webhook = Endpoint {
         id: EndpointId::generate(EndpointKind::Webhook, now),
         team_id: team,
+        bot_id: None,
+        metadata: "{}".into(),
         name,
         url,
         event_types,
@@ -75,10 +77,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(webhook_json(&webhook))))
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    TeamCaller(team): TeamCaller,
-) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(state): State<AppState>, TeamCaller(team): TeamCaller) -> Result<Json<Value>, ApiError> {
     let webhooks = state.store.list_webhooks(&team).await?;
     Ok(Json(
         json!({ "data": webhooks.iter().map(webhook_json).collect::<Vec<_>>() }),
@@ -91,11 +90,7 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    let webhook = state
-        .store
-        .get_endpoint(&team, &id)
-        .await
-        .map_err(not_found)?;
+    let webhook = state.store.get_endpoint(&team, &id).await.map_err(not_found)?;
     Ok(Json(webhook_json(&webhook)))
 }
 
@@ -115,11 +110,7 @@ pub async fn update(
             .map(|u| check_webhook_url(u, state.settings.target_policy))
             .transpose()
             .map_err(url_error)?,
-        event_types: body
-            .event_types
-            .as_deref()
-            .map(check_event_types)
-            .transpose()?,
+        event_types: body.event_types.as_deref().map(check_event_types).transpose()?,
         status: body.status.as_deref().map(check_status).transpose()?,
     };
     let webhook = state
@@ -138,11 +129,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
-    state
-        .store
-        .delete_endpoint(&team, &id)
-        .await
-        .map_err(not_found)?;
+    state.store.delete_endpoint(&team, &id).await.map_err(not_found)?;
     state.engine.endpoint_changed(&id).await;
     Ok(StatusCode::NO_CONTENT)
 }

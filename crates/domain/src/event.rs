@@ -107,10 +107,7 @@ struct MeetingCompletedData {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[allow(
-    dead_code,
-    reason = "fields are read by serde only, to check their types"
-)]
+#[allow(dead_code, reason = "fields are read by serde only, to check their types")]
 struct Meeting {
     id: String,
     #[serde(default)]
@@ -136,10 +133,7 @@ struct Organization {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[allow(
-    dead_code,
-    reason = "fields are read by serde only, to check their types"
-)]
+#[allow(dead_code, reason = "fields are read by serde only, to check their types")]
 struct Assets {
     #[serde(default)]
     transcription_url: Option<String>,
@@ -154,10 +148,7 @@ struct Assets {
 }
 
 #[derive(Deserialize)]
-#[allow(
-    dead_code,
-    reason = "fields are read by serde only, to check their types"
-)]
+#[allow(dead_code, reason = "fields are read by serde only, to check their types")]
 struct DatabaseNote {
     #[serde(default)]
     name: Option<String>,
@@ -167,10 +158,7 @@ struct DatabaseNote {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[allow(
-    dead_code,
-    reason = "fields are read by serde only, to check their types"
-)]
+#[allow(dead_code, reason = "fields are read by serde only, to check their types")]
 struct FollowUpMaterial {
     #[serde(default)]
     name: Option<String>,
@@ -194,10 +182,7 @@ pub fn check_meeting_completed(data: &RawValue) -> Result<MeetingRouting, Valida
     })?;
     let required = [
         ("data.meeting.id", &parsed.meeting.id),
-        (
-            "data.organization.accountId",
-            &parsed.organization.account_id,
-        ),
+        ("data.organization.accountId", &parsed.organization.account_id),
         ("data.organization.teamId", &parsed.organization.team_id),
     ];
     for (field, value) in required {
@@ -224,12 +209,7 @@ pub fn strip_position(message: &str) -> String {
 
 /// The exact body delivered for a team-webhook event:
 /// `{"id","eventType","createdAt","data"}` with `data` as the publisher sent it.
-pub fn team_event_body(
-    id: &str,
-    event_type: EventType,
-    created_at_ms: i64,
-    data: &RawValue,
-) -> Vec<u8> {
+pub fn team_event_body(id: &str, event_type: EventType, created_at_ms: i64, data: &RawValue) -> Vec<u8> {
     let id_json = serde_json::to_string(id).unwrap_or_default();
     let mut body = Vec::with_capacity(data.get().len() + id_json.len() + 80);
     body.extend_from_slice(b"{\"id\":");
@@ -276,13 +256,14 @@ mod tests {
 
     #[test]
     fn missing_and_mistyped_fields_are_named() {
-        let err = check_meeting_completed(&raw(
-            r#"{"meeting":{"id":"m"},"organization":{"accountId":"a"}}"#,
-        ))
-        .unwrap_err();
+        let err =
+            check_meeting_completed(&raw(r#"{"meeting":{"id":"m"},"organization":{"accountId":"a"}}"#)).unwrap_err();
         assert_eq!(err.field, "data.organization");
         assert!(err.message.contains("teamId"), "{err}");
-        let err = check_meeting_completed(&raw(r#"{"meeting":{"id":"m","isPrivate":"no"},"organization":{"accountId":"a","teamId":"t"}}"#)).unwrap_err();
+        let err = check_meeting_completed(&raw(
+            r#"{"meeting":{"id":"m","isPrivate":"no"},"organization":{"accountId":"a","teamId":"t"}}"#,
+        ))
+        .unwrap_err();
         assert_eq!(err.field, "data.meeting.isPrivate");
         let err = check_meeting_completed(&raw(
             r#"{"meeting":{"id":" "},"organization":{"accountId":"a","teamId":"t"}}"#,
@@ -295,15 +276,9 @@ mod tests {
 
     #[test]
     fn body_keeps_data_byte_for_byte() {
-        let body = team_event_body(
-            "evt_1",
-            EventType::MeetingCompleted,
-            1_765_198_584_697,
-            &raw(SAMPLE),
-        );
-        let expected = format!(
-            r#"{{"id":"evt_1","eventType":"meeting.completed","createdAt":1765198584697,"data":{SAMPLE}}}"#
-        );
+        let body = team_event_body("evt_1", EventType::MeetingCompleted, 1_765_198_584_697, &raw(SAMPLE));
+        let expected =
+            format!(r#"{{"id":"evt_1","eventType":"meeting.completed","createdAt":1765198584697,"data":{SAMPLE}}}"#);
         assert_eq!(String::from_utf8(body).unwrap(), expected);
     }
 

@@ -95,13 +95,23 @@ prefixed_id!(
     /// A bot of the real-time seed.
     BotId, "bot"
 );
+prefixed_id!(
+    /// A bot's recording: one per bot, named in every real-time envelope.
+    RecordingId, "rec"
+);
+prefixed_id!(
+    /// A bot's participant-events stream: one per bot.
+    ParticipantEventsId, "pe"
+);
+prefixed_id!(
+    /// A bot's transcript: one per bot.
+    TranscriptId, "tr"
+);
 
 /// An endpoint that receives deliveries: a team webhook (`wh_…`) or a bot's
 /// real-time endpoint (`rte_…`). The engine treats both alike; the prefix says
 /// which rules (retry policy, ordering) apply.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct EndpointId(String);
 
@@ -178,9 +188,7 @@ impl fmt::Display for EndpointId {
 /// The id of a logical event: minted as `evt_…`, or given by the publisher as
 /// an idempotency key. It travels in the `webhook-id` header, so it must be a
 /// valid header value: 1 to 255 visible ASCII characters.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct EventId(String);
 

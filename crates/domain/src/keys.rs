@@ -112,12 +112,7 @@ mod tests {
 
     #[test]
     fn authorization_header_forms_are_all_accepted() {
-        for header in [
-            "Bearer hk_abc",
-            "Token hk_abc",
-            "hk_abc",
-            "  Bearer   hk_abc ",
-        ] {
+        for header in ["Bearer hk_abc", "Token hk_abc", "hk_abc", "  Bearer   hk_abc "] {
             assert_eq!(
                 ApiKey::from_authorization(header),
                 Some(ApiKey::new("hk_abc".into())),

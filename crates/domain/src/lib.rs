@@ -13,6 +13,7 @@
 //! ([`attempt`]) and pagination cursors ([`cursor`]).
 
 pub mod attempt;
+pub mod bot;
 pub mod cursor;
 pub mod error;
 pub mod event;

@@ -17,10 +17,7 @@ pub enum RetryPolicy {
     Standard { delays: Vec<Duration> },
     /// Real-time endpoints: a fixed interval, at most `max_retries` retries
     /// after the first attempt; then the endpoint fails.
-    Realtime {
-        interval: Duration,
-        max_retries: u32,
-    },
+    Realtime { interval: Duration, max_retries: u32 },
 }
 
 /// What happens to a delivery after an attempt.
@@ -108,10 +105,7 @@ mod tests {
     #[test]
     fn realtime_schedule_is_every_second_for_60_retries() {
         let policy = RetryPolicy::realtime();
-        assert_eq!(
-            policy.decide(1, &AttemptOutcome::Timeout, 10),
-            Decision::RetryAt(1_010)
-        );
+        assert_eq!(policy.decide(1, &AttemptOutcome::Timeout, 10), Decision::RetryAt(1_010));
         assert_eq!(policy.decide(60, &failure(), 0), Decision::RetryAt(1_000));
         assert_eq!(policy.decide(61, &failure(), 0), Decision::GiveUp);
     }

@@ -39,9 +39,7 @@ impl Secret {
     /// The HMAC key: the bytes after `whsec_`, base64-decoded.
     pub fn key(&self) -> Vec<u8> {
         // `parse` and `generate` only ever build valid base64.
-        STANDARD
-            .decode(&self.0[SECRET_PREFIX.len()..])
-            .unwrap_or_default()
+        STANDARD.decode(&self.0[SECRET_PREFIX.len()..]).unwrap_or_default()
     }
 }
 
@@ -59,8 +57,7 @@ impl std::fmt::Debug for Signer {
 
 impl Signer {
     pub fn new(secret: &Secret) -> Self {
-        let mac = Hmac::<Sha256>::new_from_slice(&secret.key())
-            .expect("HMAC-SHA256 accepts keys of any length");
+        let mac = Hmac::<Sha256>::new_from_slice(&secret.key()).expect("HMAC-SHA256 accepts keys of any length");
         Self { mac }
     }
 

@@ -169,14 +169,8 @@ mod tests {
 
     #[test]
     fn insecure_and_internal_urls_are_refused() {
-        assert_eq!(
-            check_url("http://example.com/", STRICT),
-            Err(TargetError::NotHttps)
-        );
-        assert_eq!(
-            check_url("ftp://example.com/", STRICT),
-            Err(TargetError::NotHttps)
-        );
+        assert_eq!(check_url("http://example.com/", STRICT), Err(TargetError::NotHttps));
+        assert_eq!(check_url("ftp://example.com/", STRICT), Err(TargetError::NotHttps));
         assert_eq!(check_url("not a url", STRICT), Err(TargetError::Invalid));
         assert_eq!(
             check_url("https://u:p@example.com/", STRICT),

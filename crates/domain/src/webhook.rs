@@ -39,22 +39,17 @@ pub fn check_name(raw: &str) -> Result<String, ValidationError> {
         return Err(ValidationError::new("name", "must not be empty"));
     }
     if name.chars().count() > 200 {
-        return Err(ValidationError::new(
-            "name",
-            "must be at most 200 characters",
-        ));
+        return Err(ValidationError::new("name", "must be at most 200 characters"));
     }
     Ok(name.to_owned())
 }
 
 /// A webhook's URL, under the target rules. The URL is kept as given.
 pub fn check_webhook_url(raw: &str, policy: TargetPolicy) -> Result<String, UrlRefused> {
-    check_url(raw, policy)
-        .map(|_| raw.to_owned())
-        .map_err(|e| UrlRefused {
-            field: "url".into(),
-            reason: e,
-        })
+    check_url(raw, policy).map(|_| raw.to_owned()).map_err(|e| UrlRefused {
+        field: "url".into(),
+        reason: e,
+    })
 }
 
 /// A URL that may not be a target: the API answers 422, not 400.
@@ -69,10 +64,7 @@ pub struct UrlRefused {
 /// duplicates, in the order given.
 pub fn check_event_types(raw: &[String]) -> Result<Vec<EventType>, ValidationError> {
     if raw.is_empty() {
-        return Err(ValidationError::new(
-            "eventTypes",
-            "must list at least one event type",
-        ));
+        return Err(ValidationError::new("eventTypes", "must list at least one event type"));
     }
     let mut types = Vec::with_capacity(raw.len());
     for (i, name) in raw.iter().enumerate() {
@@ -95,10 +87,7 @@ pub fn check_event_types(raw: &[String]) -> Result<Vec<EventType>, ValidationErr
 pub fn check_status(raw: &str) -> Result<EndpointStatus, ValidationError> {
     match EndpointStatus::parse(raw) {
         Some(s @ (EndpointStatus::Active | EndpointStatus::Deactivated)) => Ok(s),
-        _ => Err(ValidationError::new(
-            "status",
-            "must be `active` or `deactivated`",
-        )),
+        _ => Err(ValidationError::new("status", "must be `active` or `deactivated`")),
     }
 }
 
@@ -121,19 +110,14 @@ mod tests {
         );
         assert_eq!(check_event_types(&[]).unwrap_err().field, "eventTypes");
         assert_eq!(
-            check_event_types(&["transcript.data".into()])
-                .unwrap_err()
-                .field,
+            check_event_types(&["transcript.data".into()]).unwrap_err().field,
             "eventTypes[0]"
         );
     }
 
     #[test]
     fn status_is_active_or_deactivated() {
-        assert_eq!(
-            check_status("deactivated").unwrap(),
-            EndpointStatus::Deactivated
-        );
+        assert_eq!(check_status("deactivated").unwrap(), EndpointStatus::Deactivated);
         assert!(check_status("failed").is_err());
     }
 

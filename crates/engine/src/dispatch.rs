@@ -6,13 +6,22 @@
 //! have `per_endpoint_in_flight` attempts on the wire; endpoints that have work
 //! but find the global limit reached wait in `ready`, in turn, so one busy
 //! endpoint cannot starve the others.
+//!
+//! Real-time endpoints are *ordered*: one attempt at a time, in production
+//! order, and a failed head stays at the front (parked until its retry time,
+//! still leased) so nothing behind it goes first. Memory may only ever hold a
+//! prefix of an ordered endpoint's pending deliveries. A queue is `synced`
+//! when it holds all of them; only then may a fresh publish be appended
+//! directly. Otherwise the fresh delivery is released to the store and the
+//! scheduler claims the endpoint's next run, in order, when the queue drains.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use herald_domain::attempt::AttemptStatus;
-use herald_domain::ids::{AttemptId, DeliveryId, EndpointId};
+use herald_domain::ids::{AttemptId, DeliveryId, EndpointId, EndpointKind};
 use herald_domain::retry::Decision;
 use herald_store::{AttemptRecord, ClaimedDelivery, DeliveryNext, Store};
 use tokio_util::sync::CancellationToken;
@@ -21,6 +30,9 @@ use tokio_util::task::TaskTracker;
 use crate::schedule::Wakeup;
 use crate::sender::{Sender, SentAttempt};
 use crate::{EngineConfig, Metrics, now_ms};
+
+/// Logged for each delivery dropped when its real-time endpoint fails.
+const DROP_REASON: &str = "not sent: the real-time endpoint failed after its last retry";
 
 pub struct Dispatcher {
     state: Mutex<State>,
@@ -41,6 +53,8 @@ struct State {
     /// Every delivery queued or in flight here, so a claim of one already held
     /// (its lease ran out while it waited) is not queued twice.
     held: HashSet<DeliveryId>,
+    /// Ordered endpoints that failed while this process ran.
+    failed: HashSet<EndpointId>,
     in_flight: usize,
 }
 
@@ -49,6 +63,27 @@ struct EndpointQueue {
     jobs: VecDeque<ClaimedDelivery>,
     in_flight: usize,
     in_ready: bool,
+    ordered: bool,
+    /// Ordered only: memory holds every pending delivery of the endpoint.
+    synced: bool,
+    /// Ordered only: the highest position handed back to the store since the
+    /// queue was last synced; a claimed run must reach it to sync again.
+    released_up_to: Option<i64>,
+    /// Ordered only: the head failed and waits for its retry time.
+    parked: bool,
+}
+
+impl EndpointQueue {
+    fn new(endpoint: &EndpointId) -> Self {
+        Self {
+            ordered: endpoint.kind() == EndpointKind::Realtime,
+            ..Self::default()
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.jobs.is_empty() && self.in_flight == 0
+    }
 }
 
 impl Dispatcher {
@@ -78,31 +113,85 @@ impl Dispatcher {
         self.config.window.saturating_sub(self.lock().held.len())
     }
 
-    pub(crate) fn enqueue(self: &Arc<Self>, deliveries: Vec<ClaimedDelivery>) {
+    /// Takes freshly published (leased) deliveries. Returns those of ordered
+    /// endpoints that may not jump the line in memory: the caller releases
+    /// them to the store, where the scheduler will claim them in order.
+    pub(crate) fn enqueue_published(self: &Arc<Self>, deliveries: Vec<ClaimedDelivery>) -> Vec<DeliveryId> {
         let mut to_start = Vec::new();
+        let mut released = Vec::new();
         {
             let mut state = self.lock();
             let mut touched = Vec::new();
             for job in deliveries {
-                if !state.held.insert(job.id) {
+                if state.held.contains(&job.id) || state.failed.contains(&job.endpoint_id) {
                     continue;
                 }
                 let endpoint = job.endpoint_id.clone();
-                state
+                let cap = self.config.ordered_queue_cap;
+                let queue = state
                     .queues
                     .entry(endpoint.clone())
-                    .or_default()
-                    .jobs
-                    .push_back(job);
+                    .or_insert_with(|| EndpointQueue::new(&endpoint));
+                if queue.ordered && !(queue.synced && queue.released_up_to.is_none() && queue.jobs.len() < cap) {
+                    queue.synced = false;
+                    queue.released_up_to = Some(queue.released_up_to.unwrap_or(0).max(job.id.0));
+                    released.push(job.id);
+                    continue;
+                }
+                queue.jobs.push_back(job.clone());
+                state.held.insert(job.id);
                 touched.push(endpoint);
             }
             touched.dedup();
             for endpoint in touched {
                 self.pump(&mut state, &endpoint, &mut to_start);
             }
-            self.metrics
-                .in_memory
-                .store(state.held.len() as u64, Relaxed);
+            self.metrics.in_memory.store(state.held.len() as u64, Relaxed);
+        }
+        self.start_all(to_start);
+        released
+    }
+
+    /// Takes deliveries the scheduler claimed. Ordered ones come as runs, in
+    /// order, grouped by endpoint; a run shorter than `run` is everything the
+    /// endpoint had pending, so its queue is synced (unless a later delivery
+    /// was handed back to the store meanwhile).
+    pub(crate) fn enqueue_claimed(self: &Arc<Self>, deliveries: Vec<ClaimedDelivery>, run: usize) {
+        let mut to_start = Vec::new();
+        {
+            let mut state = self.lock();
+            let mut runs: Vec<(EndpointId, usize, i64)> = Vec::new();
+            for job in deliveries {
+                let endpoint = job.endpoint_id.clone();
+                match runs.last_mut() {
+                    Some((e, count, last)) if *e == endpoint => {
+                        *count += 1;
+                        *last = job.id.0;
+                    }
+                    _ => runs.push((endpoint.clone(), 1, job.id.0)),
+                }
+                if state.failed.contains(&endpoint) || !state.held.insert(job.id) {
+                    continue;
+                }
+                let queue = state
+                    .queues
+                    .entry(endpoint.clone())
+                    .or_insert_with(|| EndpointQueue::new(&endpoint));
+                queue.jobs.push_back(job);
+            }
+            for (endpoint, count, last_seq) in &runs {
+                if let Some(queue) = state.queues.get_mut(endpoint)
+                    && queue.ordered
+                {
+                    let complete = *count < run && queue.released_up_to.is_none_or(|r| *last_seq >= r);
+                    queue.synced = complete;
+                    if complete {
+                        queue.released_up_to = None;
+                    }
+                }
+                self.pump(&mut state, endpoint, &mut to_start);
+            }
+            self.metrics.in_memory.store(state.held.len() as u64, Relaxed);
         }
         self.start_all(to_start);
     }
@@ -115,23 +204,20 @@ impl Dispatcher {
             return Vec::new();
         };
         let dropped: Vec<DeliveryId> = queue.jobs.drain(..).map(|j| j.id).collect();
+        queue.synced = false;
         if queue.in_flight == 0 {
             state.queues.remove(endpoint);
         }
         for id in &dropped {
             state.held.remove(id);
         }
-        self.metrics
-            .in_memory
-            .store(state.held.len() as u64, Relaxed);
+        self.metrics.in_memory.store(state.held.len() as u64, Relaxed);
         dropped
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // Bookkeeping under this lock never panics midway; recover regardless.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Moves jobs of `endpoint` from its queue to `to_start` while both its own
@@ -145,7 +231,12 @@ impl Dispatcher {
             let Some(queue) = state.queues.get_mut(endpoint) else {
                 return;
             };
-            if queue.jobs.is_empty() || queue.in_flight >= self.config.per_endpoint_in_flight {
+            let limit = if queue.ordered {
+                1
+            } else {
+                self.config.per_endpoint_in_flight
+            };
+            if queue.jobs.is_empty() || queue.parked || queue.in_flight >= limit {
                 return;
             }
             if global_full {
@@ -155,9 +246,7 @@ impl Dispatcher {
                 }
                 return;
             }
-            let Some(job) = queue.jobs.pop_front() else {
-                return;
-            };
+            let Some(job) = queue.jobs.pop_front() else { return };
             queue.in_flight += 1;
             state.in_flight += 1;
             to_start.push(job);
@@ -167,46 +256,133 @@ impl Dispatcher {
     fn start_all(self: &Arc<Self>, jobs: Vec<ClaimedDelivery>) {
         for job in jobs {
             let this = Arc::clone(self);
-            self.tracker
-                .spawn(async move { this.run_attempt(job).await });
+            self.tracker.spawn(async move { this.run_attempt(job).await });
         }
     }
 
-    /// One attempt, start to finish: send, free the slot, record, forget.
+    /// One attempt, start to finish: send, decide, record, and move the queue on.
     async fn run_attempt(self: Arc<Self>, job: ClaimedDelivery) {
         self.metrics.in_flight.fetch_add(1, Relaxed);
         let sent = self.sender.attempt(&job, now_ms()).await;
         self.metrics.in_flight.fetch_sub(1, Relaxed);
-        self.finish_slot(&job.endpoint_id);
-        let record = self.to_record(&job, sent);
-        let retry_at = match record.next {
-            DeliveryNext::RetryAt(at) => Some(at),
-            _ => None,
-        };
-        match self.store.record_attempt(record).await {
-            Ok(()) => {
-                if let Some(at) = retry_at {
-                    self.wakeup.wake_at(at);
+        let ordered = job.endpoint_id.kind() == EndpointKind::Realtime;
+        if !ordered {
+            // Unordered: the slot is free as soon as the answer is in.
+            self.finish_slot(&job.endpoint_id, None);
+        }
+        let (record, decision) = self.to_record(&job, sent);
+        match decision {
+            Decision::RetryAt(at) if ordered => self.park_head(job, record, at).await,
+            Decision::GiveUp if ordered => self.fail_endpoint(job, record).await,
+            _ => {
+                let retry_at = match record.next {
+                    DeliveryNext::RetryAt(at) => Some(at),
+                    _ => None,
+                };
+                match self.store.record_attempt(record).await {
+                    Ok(()) => {
+                        if let Some(at) = retry_at {
+                            self.wakeup.wake_at(at);
+                        }
+                    }
+                    Err(e) => tracing::error!(
+                        error = %e, event_id = %job.event_id, endpoint_id = %job.endpoint_id,
+                        "could not record an attempt; the delivery will be retried when its lease expires"
+                    ),
+                }
+                // Ordered: only now, with the success durable, may the next one go.
+                self.finish_slot(&job.endpoint_id, ordered.then_some(job.id));
+                if !ordered {
+                    self.forget(job.id);
                 }
             }
-            Err(e) => tracing::error!(
-                error = %e, event_id = %job.event_id, endpoint_id = %job.endpoint_id,
-                "could not record an attempt; the delivery will be retried when its lease expires"
-            ),
         }
-        let mut state = self.lock();
-        state.held.remove(&job.id);
-        self.metrics
-            .in_memory
-            .store(state.held.len() as u64, Relaxed);
     }
 
-    fn to_record(&self, job: &ClaimedDelivery, sent: SentAttempt) -> AttemptRecord {
-        let ended_ms = sent.started_ms + sent.duration.as_millis() as i64;
-        let decision = self
-            .config
-            .standard_retry
-            .decide(job.attempt, &sent.outcome, ended_ms);
+    fn forget(&self, delivery: DeliveryId) {
+        let mut state = self.lock();
+        state.held.remove(&delivery);
+        self.metrics.in_memory.store(state.held.len() as u64, Relaxed);
+    }
+
+    /// An ordered head failed with retries left: log the attempt while keeping
+    /// the lease, put the head back in front, and wake the queue at `at`.
+    async fn park_head(self: &Arc<Self>, mut job: ClaimedDelivery, mut record: AttemptRecord, at: i64) {
+        record.keep_lease_until = Some(at + self.config.lease.as_millis() as i64);
+        if let Err(e) = self.store.record_attempt(record).await {
+            tracing::error!(error = %e, event_id = %job.event_id, endpoint_id = %job.endpoint_id, "could not record an attempt");
+        }
+        let endpoint = job.endpoint_id.clone();
+        job.attempt += 1;
+        let mut to_start = Vec::new();
+        {
+            let mut state = self.lock();
+            state.in_flight = state.in_flight.saturating_sub(1);
+            if let Some(queue) = state.queues.get_mut(&endpoint) {
+                queue.in_flight = queue.in_flight.saturating_sub(1);
+                queue.parked = true;
+                queue.jobs.push_front(job);
+            }
+            self.pump_ready(&mut state, &mut to_start);
+        }
+        self.start_all(to_start);
+        let this = Arc::clone(self);
+        let shutdown = self.shutdown.clone();
+        self.tracker.spawn(async move {
+            let wait = Duration::from_millis((at - now_ms()).max(0) as u64);
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(wait) => this.unpark(&endpoint),
+            }
+        });
+    }
+
+    fn unpark(self: &Arc<Self>, endpoint: &EndpointId) {
+        let mut to_start = Vec::new();
+        {
+            let mut state = self.lock();
+            if let Some(queue) = state.queues.get_mut(endpoint) {
+                queue.parked = false;
+            }
+            self.pump(&mut state, endpoint, &mut to_start);
+        }
+        self.start_all(to_start);
+    }
+
+    /// An ordered endpoint used its last retry: it fails, and everything
+    /// waiting for it, here and in the store, is dropped and logged.
+    async fn fail_endpoint(self: &Arc<Self>, job: ClaimedDelivery, record: AttemptRecord) {
+        match self.store.fail_endpoint(record, DROP_REASON).await {
+            Ok(dropped) => tracing::warn!(endpoint_id = %job.endpoint_id, dropped, "real-time endpoint failed"),
+            Err(e) => tracing::error!(error = %e, endpoint_id = %job.endpoint_id, "could not mark the endpoint failed"),
+        }
+        Metrics::add(&self.metrics.deliveries_failed, 1);
+        let mut to_start = Vec::new();
+        {
+            let mut state = self.lock();
+            state.in_flight = state.in_flight.saturating_sub(1);
+            state.failed.insert(job.endpoint_id.clone());
+            if let Some(queue) = state.queues.remove(&job.endpoint_id) {
+                for queued in queue.jobs {
+                    state.held.remove(&queued.id);
+                }
+            }
+            state.held.remove(&job.id);
+            self.metrics.in_memory.store(state.held.len() as u64, Relaxed);
+            self.pump_ready(&mut state, &mut to_start);
+        }
+        self.start_all(to_start);
+    }
+
+    fn to_record(&self, job: &ClaimedDelivery, sent: SentAttempt) -> (AttemptRecord, Decision) {
+        // Both parts are floored to the millisecond; one more keeps a retry
+        // from ever firing before its full delay has passed.
+        let ended_ms = sent.started_ms + sent.duration.as_millis() as i64 + 1;
+        let policy = match job.endpoint_id.kind() {
+            EndpointKind::Webhook => &self.config.standard_retry,
+            EndpointKind::Realtime => &self.config.realtime_retry,
+        };
+        let decision = policy.decide(job.attempt, &sent.outcome, ended_ms);
         let (status, next) = match decision {
             Decision::Delivered => (AttemptStatus::Success, DeliveryNext::Succeeded),
             Decision::RetryAt(at) => (AttemptStatus::Retrying, DeliveryNext::RetryAt(at)),
@@ -214,17 +390,14 @@ impl Dispatcher {
         };
         match status {
             AttemptStatus::Success => Metrics::add(&self.metrics.attempts_succeeded, 1),
-            AttemptStatus::Failed => {
+            AttemptStatus::Failed if job.endpoint_id.kind() == EndpointKind::Webhook => {
                 Metrics::add(&self.metrics.attempts_failed, 1);
                 Metrics::add(&self.metrics.deliveries_failed, 1);
             }
             _ => Metrics::add(&self.metrics.attempts_failed, 1),
         }
-        Metrics::add(
-            &self.metrics.attempt_micros_total,
-            sent.duration.as_micros() as u64,
-        );
-        AttemptRecord {
+        Metrics::add(&self.metrics.attempt_micros_total, sent.duration.as_micros() as u64);
+        let record = AttemptRecord {
             id: AttemptId::generate(sent.started_ms),
             delivery: job.id,
             team_id: job.team_id.clone(),
@@ -240,33 +413,54 @@ impl Dispatcher {
             error: sent.outcome.error_text(),
             response: sent.response,
             next,
-        }
+            keep_lease_until: None,
+        };
+        (record, decision)
     }
 
-    /// An attempt of `endpoint` left the wire: start what its slot, or the
-    /// global slot it freed, allows.
-    fn finish_slot(self: &Arc<Self>, endpoint: &EndpointId) {
+    /// An attempt of `endpoint` is over: start what its slot, or the global
+    /// slot it freed, allows. `done` is an ordered delivery now finished.
+    fn finish_slot(self: &Arc<Self>, endpoint: &EndpointId, done: Option<DeliveryId>) {
         let mut to_start = Vec::new();
+        let mut claim_more = false;
         {
             let mut state = self.lock();
+            if let Some(id) = done {
+                state.held.remove(&id);
+                self.metrics.in_memory.store(state.held.len() as u64, Relaxed);
+            }
             state.in_flight = state.in_flight.saturating_sub(1);
             if let Some(queue) = state.queues.get_mut(endpoint) {
                 queue.in_flight = queue.in_flight.saturating_sub(1);
             }
             self.pump(&mut state, endpoint, &mut to_start);
-            while state.in_flight < self.config.max_in_flight {
-                let Some(next) = state.ready.pop_front() else {
-                    break;
-                };
-                if let Some(queue) = state.queues.get_mut(&next) {
-                    queue.in_ready = false;
+            self.pump_ready(&mut state, &mut to_start);
+            if let Some(queue) = state.queues.get(endpoint)
+                && queue.is_idle()
+            {
+                // A synced ordered queue stays, so the next publish can go
+                // straight to memory; anything else is forgotten, and an
+                // unsynced ordered endpoint may have more waiting in the store.
+                if !(queue.ordered && queue.synced) {
+                    claim_more = queue.ordered;
+                    state.queues.remove(endpoint);
                 }
-                self.pump(&mut state, &next, &mut to_start);
-            }
-            if state.queues.get(endpoint).is_some_and(|q| q.jobs.is_empty() && q.in_flight == 0) {
-                state.queues.remove(endpoint);
             }
         }
         self.start_all(to_start);
+        if claim_more {
+            self.wakeup.wake_at(now_ms());
+        }
+    }
+
+    /// Gives freed global slots to endpoints waiting for one, in turn.
+    fn pump_ready(&self, state: &mut State, to_start: &mut Vec<ClaimedDelivery>) {
+        while state.in_flight < self.config.max_in_flight {
+            let Some(next) = state.ready.pop_front() else { break };
+            if let Some(queue) = state.queues.get_mut(&next) {
+                queue.in_ready = false;
+            }
+            self.pump(state, &next, to_start);
+        }
     }
 }

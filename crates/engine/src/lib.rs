@@ -40,6 +40,12 @@ pub struct EngineConfig {
     pub node: String,
     pub attempt_timeout: Duration,
     pub standard_retry: RetryPolicy,
+    pub realtime_retry: RetryPolicy,
+    /// How many deliveries of one ordered endpoint a claim takes at once.
+    pub ordered_run: usize,
+    /// Past this many queued deliveries, an ordered endpoint's new work waits
+    /// in the store instead of memory (a failing endpoint cannot fill the window).
+    pub ordered_queue_cap: usize,
     /// How long a claim holds. Longer than any attempt, so a live process never
     /// loses a claim it is still working on.
     pub lease: Duration,
@@ -62,6 +68,9 @@ impl EngineConfig {
             node: "local".into(),
             attempt_timeout: Duration::from_secs(10),
             standard_retry: RetryPolicy::standard(),
+            realtime_retry: RetryPolicy::realtime(),
+            ordered_run: 256,
+            ordered_queue_cap: 1024,
             lease: Duration::from_secs(60),
             window: 50_000,
             max_in_flight: 1024,
@@ -112,16 +121,9 @@ impl Engine {
         shutdown: CancellationToken,
     ) -> Result<Self, StartError> {
         // Whatever this node held when it last stopped is free again.
-        store
-            .release_node(&config.node)
-            .await
-            .map_err(StartError::Store)?;
-        let sender = sender::Sender::new(
-            config.attempt_timeout,
-            config.target_policy,
-            config.user_agent.clone(),
-        )
-        .map_err(StartError::Client)?;
+        store.release_node(&config.node).await.map_err(StartError::Store)?;
+        let sender = sender::Sender::new(config.attempt_timeout, config.target_policy, config.user_agent.clone())
+            .map_err(StartError::Client)?;
         let config = Arc::new(config);
         let wakeup = Arc::new(schedule::Wakeup::default());
         let dispatcher = Arc::new(dispatch::Dispatcher::new(
@@ -154,8 +156,17 @@ impl Engine {
     }
 
     /// Hands freshly committed, leased deliveries to their endpoint queues.
-    pub fn enqueue(&self, deliveries: Vec<ClaimedDelivery>) {
-        self.dispatcher.enqueue(deliveries);
+    /// Deliveries of ordered endpoints that cannot go straight to memory
+    /// without jumping the line are released to the store for the scheduler.
+    pub async fn enqueue(&self, deliveries: Vec<ClaimedDelivery>) {
+        let released = self.dispatcher.enqueue_published(deliveries);
+        if released.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.release(&released).await {
+            tracing::warn!(error = %e, "could not release deliveries to the store; their leases will expire");
+        }
+        self.wakeup.wake_at(now_ms());
     }
 
     /// Whether the in-memory window can take more work. When it cannot, the

@@ -40,10 +40,7 @@ impl Wakeup {
     }
 
     fn take(&self) -> Option<i64> {
-        self.earliest
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        self.earliest.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -67,7 +64,7 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) {
         }
         deadline = match claim_due(&engine).await {
             Ok(true) => now_ms() + BACKOFF.as_millis() as i64,
-            Ok(false) => match engine.store.next_due_at().await {
+            Ok(false) => match engine.store.next_due_at(now_ms()).await {
                 Ok(next) => next.unwrap_or(i64::MAX).min(now_ms() + sweep_ms),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the next due time");
@@ -82,8 +79,10 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) {
     }
 }
 
-/// Claims due work while there is room. Returns whether it stopped for lack
-/// of room (so there may be more due work), or `Err` if the store failed.
+/// Claims due work while there is room: unordered deliveries first, then runs
+/// of ordered endpoints. Returns whether it stopped for lack of room or with
+/// more possibly ready (so it should look again soon), or `Err` if the store
+/// failed.
 async fn claim_due(engine: &Engine) -> Result<bool, ()> {
     loop {
         let room = engine.dispatcher.room();
@@ -95,15 +94,38 @@ async fn claim_due(engine: &Engine) -> Result<bool, ()> {
         match engine.store.claim_due(now_ms(), limit, &lease).await {
             Ok(claimed) => {
                 let full_batch = claimed.len() == limit;
-                engine.dispatcher.enqueue(claimed);
+                engine.dispatcher.enqueue_claimed(claimed, engine.config.ordered_run);
                 if !full_batch {
-                    return Ok(false);
+                    break;
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot claim due deliveries; retrying shortly");
                 return Err(());
             }
+        }
+    }
+    let run = engine.config.ordered_run;
+    let room = engine.dispatcher.room();
+    if room == 0 {
+        return Ok(true);
+    }
+    let endpoints = (room / run).clamp(1, CLAIM_BATCH);
+    match engine
+        .store
+        .claim_ordered(now_ms(), endpoints, run, &engine.new_lease())
+        .await
+    {
+        Ok(claimed) => {
+            let mut distinct = claimed.iter().map(|d| &d.endpoint_id).collect::<Vec<_>>();
+            distinct.dedup();
+            let more = distinct.len() == endpoints;
+            engine.dispatcher.enqueue_claimed(claimed, run);
+            Ok(more)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot claim ordered deliveries; retrying shortly");
+            Err(())
         }
     }
 }

@@ -55,14 +55,10 @@ impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let found: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<SocketAddr> =
-                found.into_iter().filter(|a| is_public_ip(a.ip())).collect();
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = found.into_iter().filter(|a| is_public_ip(a.ip())).collect();
             if public.is_empty() {
-                return Err(
-                    Box::new(BlockedTarget(host)) as Box<dyn std::error::Error + Send + Sync>
-                );
+                return Err(Box::new(BlockedTarget(host)) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(public.into_iter()) as Addrs)
         })
@@ -70,11 +66,7 @@ impl Resolve for GuardedResolver {
 }
 
 impl Sender {
-    pub fn new(
-        timeout: Duration,
-        policy: TargetPolicy,
-        user_agent: String,
-    ) -> Result<Self, reqwest::Error> {
+    pub fn new(timeout: Duration, policy: TargetPolicy, user_agent: String) -> Result<Self, reqwest::Error> {
         let mut builder = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -99,8 +91,7 @@ impl Sender {
     #[tracing::instrument(skip_all, fields(event_id = %job.event_id, endpoint_id = %job.endpoint_id, attempt = job.attempt))]
     pub async fn attempt(&self, job: &ClaimedDelivery, now_ms: i64) -> SentAttempt {
         let timestamp_s = now_ms / 1000;
-        let signature =
-            Signer::new(&job.secret).sign(job.event_id.as_str(), timestamp_s, &job.body);
+        let signature = Signer::new(&job.secret).sign(job.event_id.as_str(), timestamp_s, &job.body);
         let request_headers = vec![
             ("content-type".to_owned(), "application/json".to_owned()),
             ("user-agent".to_owned(), self.user_agent.clone()),
@@ -111,10 +102,7 @@ impl Sender {
         let started = Instant::now();
         let result = match self.refuse_literal_target(&job.url) {
             Some(outcome) => Err(outcome),
-            None => {
-                self.send(&job.url, &request_headers, job.body.clone())
-                    .await
-            }
+            None => self.send(&job.url, &request_headers, job.body.clone()).await,
         };
         let duration = started.elapsed();
         let (outcome, response) = match result {
@@ -181,11 +169,7 @@ impl Sender {
                 }
             }
             body.truncate(MAX_RESPONSE_BODY);
-            Ok::<_, reqwest::Error>(ResponseRecord {
-                status,
-                headers,
-                body,
-            })
+            Ok::<_, reqwest::Error>(ResponseRecord { status, headers, body })
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Err(_) => Err(AttemptOutcome::Timeout),
@@ -216,8 +200,7 @@ fn classify(error: &reqwest::Error) -> AttemptOutcome {
         || lower.contains("name or service not known")
     {
         AttemptOutcome::Dns(text)
-    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
-    {
+    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
         AttemptOutcome::Tls(text)
     } else if error.is_connect() || error.is_request() || error.is_body() {
         AttemptOutcome::Connect(text)

@@ -14,10 +14,7 @@ use herald_store::sqlite::Durability;
 /// Where the data lives.
 #[derive(Debug, Clone)]
 pub enum DatabaseLocation {
-    Sqlite {
-        path: PathBuf,
-        durability: Durability,
-    },
+    Sqlite { path: PathBuf, durability: Durability },
 }
 
 /// Resolved settings for one `herald serve`.
@@ -32,6 +29,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The team-webhook retry schedule; tests shorten it.
     pub standard_retry: RetryPolicy,
+    /// The real-time retry schedule; tests shorten it.
+    pub realtime_retry: RetryPolicy,
 }
 
 impl Config {
@@ -46,6 +45,7 @@ impl Config {
             max_body_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             standard_retry: RetryPolicy::standard(),
+            realtime_retry: RetryPolicy::realtime(),
         }
     }
 
@@ -61,6 +61,7 @@ impl Config {
         let mut engine = EngineConfig::new(self.target_policy());
         engine.attempt_timeout = self.attempt_timeout;
         engine.standard_retry = self.standard_retry.clone();
+        engine.realtime_retry = self.realtime_retry.clone();
         engine.shutdown_grace = self.shutdown_grace;
         engine
     }
@@ -73,11 +74,7 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
     /// `sqlite://PATH` (default `sqlite://herald.db` in the working directory).
-    #[arg(
-        long,
-        env = "HERALD_DATABASE_URL",
-        default_value = "sqlite://herald.db"
-    )]
+    #[arg(long, env = "HERALD_DATABASE_URL", default_value = "sqlite://herald.db")]
     pub database_url: String,
     /// The operator's key. Unset on a new store: one is generated and printed once.
     #[arg(long, env = "HERALD_ADMIN_KEY", hide_env_values = true)]
@@ -101,9 +98,7 @@ fn parse_flag(raw: &str) -> Result<bool, String> {
     match raw.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "" | "0" | "false" | "no" | "off" => Ok(false),
-        other => Err(format!(
-            "expected 1/0, true/false, yes/no or on/off, not `{other}`"
-        )),
+        other => Err(format!("expected 1/0, true/false, yes/no or on/off, not `{other}`")),
     }
 }
 
@@ -118,9 +113,7 @@ impl ServeArgs {
         let durability = match self.sqlite_sync.to_ascii_lowercase().as_str() {
             "normal" => Durability::Normal,
             "full" => Durability::Full,
-            other => bail!(
-                "HERALD_SQLITE_SYNC / --sqlite-sync: expected `normal` or `full`, not `{other}`"
-            ),
+            other => bail!("HERALD_SQLITE_SYNC / --sqlite-sync: expected `normal` or `full`, not `{other}`"),
         };
         let database = parse_database_url(&self.database_url, durability)?;
         if self.attempt_timeout_ms == 0 {
@@ -146,9 +139,7 @@ impl ServeArgs {
 
 pub fn parse_database_url(raw: &str, durability: Durability) -> anyhow::Result<DatabaseLocation> {
     if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-        bail!(
-            "HERALD_DATABASE_URL: PostgreSQL is not supported by this build yet; use sqlite://PATH"
-        );
+        bail!("HERALD_DATABASE_URL: PostgreSQL is not supported by this build yet; use sqlite://PATH");
     }
     let path = raw
         .strip_prefix("sqlite://")

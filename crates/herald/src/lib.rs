@@ -45,10 +45,7 @@ impl App {
                     if store.init_admin_key_hash(&key.hash()).await? {
                         (key.hash(), Some(key))
                     } else {
-                        let hash = store
-                            .admin_key_hash()
-                            .await?
-                            .context("admin key vanished")?;
+                        let hash = store.admin_key_hash().await?.context("admin key vanished")?;
                         (hash, None)
                     }
                 }
@@ -95,10 +92,7 @@ impl App {
     /// Serves until `signal` completes, then stops accepting requests, stops
     /// claiming work, lets attempts in flight finish within the grace period
     /// and gives back this node's leases.
-    pub async fn run_until_stopped(
-        self,
-        signal: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let token = self.shutdown.clone();
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
             signal.await;
@@ -107,10 +101,7 @@ impl App {
         server.await.context("the HTTP server failed")?;
         self.shutdown.cancel();
         self.tracker.close();
-        if tokio::time::timeout(self.grace, self.tracker.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(self.grace, self.tracker.wait()).await.is_err() {
             tracing::warn!("attempts still in flight after the grace period; they will be retried");
         }
         self.engine.release_all().await;

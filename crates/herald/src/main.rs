@@ -21,11 +21,7 @@ enum Command {
     Serve(ServeArgs),
     /// Apply the store's schema migrations and exit.
     Migrate {
-        #[arg(
-            long,
-            env = "HERALD_DATABASE_URL",
-            default_value = "sqlite://herald.db"
-        )]
+        #[arg(long, env = "HERALD_DATABASE_URL", default_value = "sqlite://herald.db")]
         database_url: String,
     },
 }
@@ -33,10 +29,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     match Cli::parse().command {
         Command::Serve(args) => {
@@ -44,9 +37,7 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
             let app = herald::App::build(config, listener).await?;
             if let Some(key) = app.generated_admin_key() {
-                println!(
-                    "Generated the admin key for this new store (shown once, keep it safe):\n{key}"
-                );
+                println!("Generated the admin key for this new store (shown once, keep it safe):\n{key}");
             }
             tracing::info!(addr = %app.addr(), "herald is listening");
             app.run_until_stopped(herald::shutdown_signal()).await

@@ -15,7 +15,7 @@ pub mod model;
 pub mod sqlite;
 
 use async_trait::async_trait;
-use herald_domain::ids::{AccountId, AttemptId, DeliveryId, EndpointId, TeamId};
+use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, TeamId};
 use herald_domain::keys::KeyHash;
 
 pub use model::*;
@@ -63,31 +63,50 @@ pub trait Store: Send + Sync + 'static {
     async fn list_webhooks(&self, team: &TeamId) -> StoreResult<Vec<Endpoint>>;
     /// `NotFound` if it does not exist or is another team's.
     async fn get_endpoint(&self, team: &TeamId, id: &EndpointId) -> StoreResult<Endpoint>;
-    async fn update_webhook(
-        &self,
-        team: &TeamId,
-        id: &EndpointId,
-        patch: &WebhookPatch,
-    ) -> StoreResult<Endpoint>;
+    async fn update_webhook(&self, team: &TeamId, id: &EndpointId, patch: &WebhookPatch) -> StoreResult<Endpoint>;
     /// Deletes the endpoint, its pending deliveries and its attempt log.
     async fn delete_endpoint(&self, team: &TeamId, id: &EndpointId) -> StoreResult<()>;
+
+    /// Stores a bot with its real-time endpoints.
+    async fn create_bot(&self, bot: &Bot) -> StoreResult<()>;
+    /// `NotFound` if it does not exist or is another team's.
+    async fn get_bot(&self, team: &TeamId, id: &BotId) -> StoreResult<Bot>;
+    async fn list_bots(&self, team: &TeamId) -> StoreResult<Vec<Bot>>;
 
     /// Stores an event and one delivery for each active endpoint of its team
     /// subscribed to its type, leased to the caller, in one transaction.
     async fn publish(&self, event: NewEvent, lease: &Lease) -> StoreResult<PublishOutcome>;
+    /// Stores a batch of bot events, in order, and one ordered delivery (with
+    /// its own envelope) per active real-time endpoint of the bot subscribed
+    /// to each, leased to the caller, in one transaction.
+    async fn publish_bot_events(
+        &self,
+        bot: &BotId,
+        events: Vec<NewBotEvent>,
+        lease: &Lease,
+    ) -> StoreResult<BotPublishOutcome>;
 
-    /// Leases up to `limit` deliveries that are due at `now_ms` and whose
-    /// endpoint is active, oldest due first.
-    async fn claim_due(
+    /// Leases up to `limit` unordered deliveries that are due at `now_ms` and
+    /// whose endpoint is active, oldest due first.
+    async fn claim_due(&self, now_ms: i64, limit: usize, lease: &Lease) -> StoreResult<Vec<ClaimedDelivery>>;
+    /// Leases runs of ordered deliveries: for up to `endpoints` active
+    /// endpoints that hold no lease and whose first pending delivery is due,
+    /// their first `run` pending deliveries, in order (grouped by endpoint).
+    async fn claim_ordered(
         &self,
         now_ms: i64,
-        limit: usize,
+        endpoints: usize,
+        run: usize,
         lease: &Lease,
     ) -> StoreResult<Vec<ClaimedDelivery>>;
-    /// When the earliest pending delivery of an active endpoint becomes due.
-    async fn next_due_at(&self) -> StoreResult<Option<i64>>;
+    /// When the earliest claimable work of an active endpoint becomes due.
+    async fn next_due_at(&self, now_ms: i64) -> StoreResult<Option<i64>>;
     /// Logs an attempt and moves its delivery to its next state.
     async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<()>;
+    /// Logs the last failed attempt of an ordered endpoint, marks the endpoint
+    /// failed, and drops every delivery still pending for it, logging each as
+    /// dropped. Returns how many were dropped.
+    async fn fail_endpoint(&self, last: AttemptRecord, drop_reason: &str) -> StoreResult<usize>;
     /// Gives leased deliveries back so that any claimer may take them.
     async fn release(&self, deliveries: &[DeliveryId]) -> StoreResult<()>;
     /// Gives back every lease a node holds (on start-up after a crash, and on

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use herald_domain::attempt::AttemptStatus;
 use herald_domain::event::EventType;
-use herald_domain::ids::{AccountId, AttemptId, DeliveryId, EndpointId, EventId, TeamId};
+use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EventId, TeamId};
 use herald_domain::signing::Secret;
 use herald_domain::webhook::EndpointStatus;
 
@@ -23,18 +23,59 @@ pub struct Team {
     pub created_at: i64,
 }
 
-/// A team webhook (or, later, a real-time endpoint): where deliveries go.
+/// A team webhook or a bot's real-time endpoint: where deliveries go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub id: EndpointId,
     pub team_id: TeamId,
+    /// The bot a real-time endpoint belongs to; `None` for webhooks.
+    pub bot_id: Option<BotId>,
+    /// Empty for real-time endpoints, which have no name in the seed.
     pub name: String,
     /// Exactly as given; deliveries go to these bytes.
     pub url: String,
     pub event_types: Vec<EventType>,
     pub status: EndpointStatus,
     pub secret: Secret,
+    /// A JSON object, echoed in real-time envelopes; `{}` for webhooks.
+    pub metadata: String,
     pub created_at: i64,
+}
+
+/// A bot of the real-time seed, with its real-time endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bot {
+    pub id: BotId,
+    pub team_id: TeamId,
+    pub meeting_url: String,
+    /// The Create Bot request's metadata object, as JSON text.
+    pub metadata: String,
+    pub recording_id: String,
+    pub participant_events_id: String,
+    pub transcript_id: String,
+    pub created_at: i64,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One event from the bot fleet, validated.
+#[derive(Debug, Clone)]
+pub struct NewBotEvent {
+    pub id: EventId,
+    pub event_type: EventType,
+    pub created_at: i64,
+    /// The fleet's `data`, raw JSON.
+    pub data: String,
+}
+
+/// What publishing a batch of bot events came to.
+#[derive(Debug)]
+pub enum BotPublishOutcome {
+    /// Stored, in order; the deliveries made (leased to the caller), in order.
+    Created {
+        events: Vec<StoredEvent>,
+        deliveries: Vec<ClaimedDelivery>,
+    },
+    UnknownBot,
 }
 
 /// A change to a webhook; `None` leaves a field as it is.
@@ -115,6 +156,8 @@ pub enum DeliveryNext {
     Succeeded,
     RetryAt(i64),
     Failed,
+    /// Never sent: its endpoint failed first.
+    Dropped,
 }
 
 /// One attempt, as the engine records it.
@@ -135,6 +178,10 @@ pub struct AttemptRecord {
     pub response: Option<ResponseRecord>,
     pub error: Option<String>,
     pub next: DeliveryNext,
+    /// Keep the delivery claimed until then instead of releasing it: a
+    /// real-time retry waits in this process's memory, holding its place in
+    /// line, and must not be claimed by anyone else meanwhile.
+    pub keep_lease_until: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,26 +14,15 @@ async fn operator_creates_accounts_teams_and_keys() {
     assert!(team.key.starts_with("hk_"));
 
     let (status, body) = app
-        .post(
-            "/api/v1/accounts/acc_missing/teams",
-            ADMIN_KEY,
-            json!({"name": "x"}),
-        )
+        .post("/api/v1/accounts/acc_missing/teams", ADMIN_KEY, json!({"name": "x"}))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    let (status, body) = app
-        .post("/api/v1/teams/team_missing/keys", ADMIN_KEY, json!({}))
-        .await;
+    let (status, body) = app.post("/api/v1/teams/team_missing/keys", ADMIN_KEY, json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    let (status, body) = app
-        .post("/api/v1/accounts", ADMIN_KEY, json!({"name": 5}))
-        .await;
+    let (status, body) = app.post("/api/v1/accounts", ADMIN_KEY, json!({"name": 5})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("name:"),
+        body["error"]["message"].as_str().unwrap().starts_with("name:"),
         "{body}"
     );
 }
@@ -47,9 +36,7 @@ async fn keys_are_checked_in_every_accepted_form() {
         format!("Token {}", team.key),
         team.key.clone(),
     ] {
-        let (status, body) = app
-            .raw(Method::GET, "/api/v1/webhooks", Some(&auth), "")
-            .await;
+        let (status, body) = app.raw(Method::GET, "/api/v1/webhooks", Some(&auth), "").await;
         assert_eq!(status, StatusCode::OK, "{auth}: {body}");
     }
     let (status, body) = app.raw(Method::GET, "/api/v1/webhooks", None, "").await;
@@ -60,23 +47,14 @@ async fn keys_are_checked_in_every_accepted_form() {
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = app
-        .raw(
-            Method::POST,
-            "/api/v1/accounts",
-            Some("Bearer not-the-admin-key"),
-            "{}",
-        )
+        .raw(Method::POST, "/api/v1/accounts", Some("Bearer not-the-admin-key"), "{}")
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // Right key, wrong kind.
-    let (status, body) = app
-        .post("/api/v1/accounts", &team.key, json!({"name": "x"}))
-        .await;
+    let (status, body) = app.post("/api/v1/accounts", &team.key, json!({"name": "x"})).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let (status, _) = app
-        .post("/api/v1/events", &team.key, meeting_event(&team, "m"))
-        .await;
+    let (status, _) = app.post("/api/v1/events", &team.key, meeting_event(&team, "m")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = app.get("/api/v1/webhooks", ADMIN_KEY).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -105,9 +83,7 @@ async fn a_team_never_sees_another_teams_webhooks_or_attempts() {
         (Method::GET, format!("/api/v1/attempts/{attempt_id}")),
     ] {
         let body = json!({"name": "stolen"});
-        let (status, answer) = app
-            .request(method.clone(), &path, Some(&bob.key), Some(&body))
-            .await;
+        let (status, answer) = app.request(method.clone(), &path, Some(&bob.key), Some(&body)).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {answer}");
         assert_eq!(answer["error"]["code"], "not_found");
     }
@@ -129,9 +105,7 @@ async fn health_readiness_and_metrics_answer() {
     let (status, text) = app.raw(Method::GET, "/metrics", None, "").await;
     assert_eq!(status, StatusCode::OK);
     assert!(
-        text.as_str()
-            .unwrap()
-            .contains("herald_events_published_total 0"),
+        text.as_str().unwrap().contains("herald_events_published_total 0"),
         "{text}"
     );
     let (status, body) = app.raw(Method::GET, "/api/v1/nothing-here", None, "").await;

@@ -75,12 +75,7 @@ async fn start_server(dir: &std::path::Path, port: u16, admin_key: Option<&str>)
     }
 }
 
-async fn post(
-    client: &reqwest::Client,
-    url: String,
-    key: &str,
-    body: &Value,
-) -> (StatusCode, Value) {
+async fn post(client: &reqwest::Client, url: String, key: &str, body: &Value) -> (StatusCode, Value) {
     let r = client
         .post(url)
         .bearer_auth(key)
@@ -128,11 +123,7 @@ async fn a_new_store_prints_its_generated_admin_key_once() {
         &json!({"name": "b"}),
     )
     .await;
-    assert_eq!(
-        status,
-        StatusCode::CREATED,
-        "the key still works after a restart"
-    );
+    assert_eq!(status, StatusCode::CREATED, "the key still works after a restart");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let lines = server.stdout_lines.lock().unwrap();
     assert!(
@@ -205,10 +196,7 @@ async fn kill_9_during_a_publish_burst_loses_no_accepted_event() {
                     .await
                 {
                     Ok(r) if r.status() == StatusCode::ACCEPTED => {
-                        accepted
-                            .lock()
-                            .unwrap()
-                            .insert(format!("evt_crash_{p}_{i}"));
+                        accepted.lock().unwrap().insert(format!("evt_crash_{p}_{i}"));
                     }
                     Ok(_) => {}
                     Err(_) => return,
@@ -227,11 +215,7 @@ async fn kill_9_during_a_publish_burst_loses_no_accepted_event() {
         let _ = p.await;
     }
     let accepted: HashSet<String> = accepted.lock().unwrap().clone();
-    assert!(
-        accepted.len() >= 500,
-        "the burst was under way: {}",
-        accepted.len()
-    );
+    assert!(accepted.len() >= 500, "the burst was under way: {}", accepted.len());
 
     let _restarted = start_server(dir.path(), port, Some(ADMIN_KEY)).await;
     let mut missing = accepted.clone();

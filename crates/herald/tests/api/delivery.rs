@@ -20,10 +20,7 @@ async fn deliveries_arrive_within_milliseconds_of_the_202() {
         let (status, _) = app.publish(meeting_event(&team, &format!("m{i}"))).await;
         let answered = Instant::now();
         assert_eq!(status, StatusCode::ACCEPTED);
-        let got = receiver
-            .next(Duration::from_secs(5))
-            .await
-            .expect("delivery");
+        let got = receiver.next(Duration::from_secs(5)).await.expect("delivery");
         latencies.push(got.at.saturating_duration_since(answered));
     }
     latencies.sort();
@@ -46,9 +43,7 @@ async fn a_hanging_endpoint_does_not_hold_up_other_endpoints() {
     app.create_webhook(&slow_team, &stuck.url("/stuck")).await;
     app.create_webhook(&team, &healthy.url("/ok")).await;
     for i in 0..100 {
-        let (status, _) = app
-            .publish(meeting_event(&slow_team, &format!("s{i}")))
-            .await;
+        let (status, _) = app.publish(meeting_event(&slow_team, &format!("s{i}"))).await;
         assert_eq!(status, StatusCode::ACCEPTED);
     }
     let started = Instant::now();
@@ -85,14 +80,9 @@ async fn the_attempt_log_filters_pages_and_shows_detail() {
         let (_, accepted) = app.publish(meeting_event(&team, &format!("m{i}"))).await;
         events.push(accepted["id"].as_str().unwrap().to_owned());
     }
-    let all = app
-        .wait_for_attempts(&team, id, 10, Duration::from_secs(10))
-        .await;
+    let all = app.wait_for_attempts(&team, id, 10, Duration::from_secs(10)).await;
     assert_eq!(all.len(), 10);
-    let timestamps: Vec<i64> = all
-        .iter()
-        .map(|a| a["timestamp"].as_i64().unwrap())
-        .collect();
+    let timestamps: Vec<i64> = all.iter().map(|a| a["timestamp"].as_i64().unwrap()).collect();
     assert!(
         timestamps.windows(2).all(|w| w[0] >= w[1]),
         "newest first: {timestamps:?}"
@@ -107,9 +97,7 @@ async fn the_attempt_log_filters_pages_and_shows_detail() {
     assert!(failed.iter().all(|a| a["attempt"] == 5));
     assert_eq!(app.attempts(&team, id, "status=retrying").await.len(), 8);
     assert_eq!(app.attempts(&team, id, "status=success").await.len(), 0);
-    let for_first = app
-        .attempts(&team, id, &format!("eventId={}", events[0]))
-        .await;
+    let for_first = app.attempts(&team, id, &format!("eventId={}", events[0])).await;
     assert_eq!(for_first.len(), 5);
     assert!(for_first.iter().all(|a| a["eventId"] == events[0].as_str()));
 
@@ -136,18 +124,12 @@ async fn the_attempt_log_filters_pages_and_shows_detail() {
             None => break,
         }
     }
-    let expected: Vec<String> = all
-        .iter()
-        .map(|a| a["id"].as_str().unwrap().to_owned())
-        .collect();
+    let expected: Vec<String> = all.iter().map(|a| a["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(seen, expected);
 
     for query in ["status=bogus", "limit=0", "limit=1000", "cursor=garbage!"] {
         let (status, answer) = app
-            .get(
-                &format!("/api/v1/webhooks/{id}/attempts?{query}"),
-                &team.key,
-            )
+            .get(&format!("/api/v1/webhooks/{id}/attempts?{query}"), &team.key)
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {answer}");
     }
@@ -164,10 +146,7 @@ async fn the_attempt_log_filters_pages_and_shows_detail() {
     assert_eq!(detail["response"]["body"], "receiver says hi");
     assert!(detail["response"]["headers"]["content-type"].is_string());
     assert_eq!(detail["request"]["url"], receiver.url("/log"));
-    assert_eq!(
-        detail["request"]["headers"]["content-type"],
-        "application/json"
-    );
+    assert_eq!(detail["request"]["headers"]["content-type"], "application/json");
     assert!(
         detail["request"]["headers"]["webhook-signature"]
             .as_str()

@@ -34,8 +34,9 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     /// Keeps the SQLite file alive as long as the app.
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
     stop: CancellationToken,
+    stopped: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub struct TestTeam {
@@ -44,12 +45,24 @@ pub struct TestTeam {
     pub key: String,
 }
 
+/// The short real-time schedule most tests use; one test checks 1 s × 60.
+pub fn fast_realtime_retry() -> RetryPolicy {
+    RetryPolicy::Realtime {
+        interval: Duration::from_millis(100),
+        max_retries: 60,
+    }
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
-    let dir = tempfile::tempdir().expect("temp dir");
+    spawn_app_in(tempfile::tempdir().expect("temp dir"), adjust).await
+}
+
+/// Starts Herald on the SQLite file in `dir`, which may hold a previous run's data.
+pub async fn spawn_app_in(dir: tempfile::TempDir, adjust: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::new(DatabaseLocation::Sqlite {
         path: dir.path().join("herald.db"),
         durability: Durability::Normal,
@@ -59,15 +72,14 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     config.attempt_timeout = Duration::from_millis(1_000);
     config.shutdown_grace = Duration::from_millis(200);
     config.standard_retry = fast_retry();
+    config.realtime_retry = fast_realtime_retry();
     adjust(&mut config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let app = App::build(config, listener).await.expect("build app");
     let addr = app.addr();
     let stop = CancellationToken::new();
     let token = stop.clone();
-    tokio::spawn(async move {
+    let stopped = tokio::spawn(async move {
         app.run_until_stopped(async move { token.cancelled().await })
             .await
             .expect("app run");
@@ -75,8 +87,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     TestApp {
         addr,
         client: reqwest::Client::new(),
-        _dir: dir,
+        dir: Some(dir),
         stop,
+        stopped: Some(stopped),
     }
 }
 
@@ -87,6 +100,15 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// Shuts the server down as a signal would, and hands back its data.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.stop.cancel();
+        if let Some(stopped) = self.stopped.take() {
+            stopped.await.expect("app task");
+        }
+        self.dir.take().expect("data dir")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -123,25 +145,18 @@ impl TestApp {
         authorization: Option<&str>,
         body: &str,
     ) -> (StatusCode, Value) {
-        let mut req = self
-            .client
-            .request(method, self.url(path))
-            .body(body.to_owned());
+        let mut req = self.client.request(method, self.url(path)).body(body.to_owned());
         if let Some(auth) = authorization {
             req = req.header("authorization", auth);
         }
         let response = req.send().await.expect("request");
         let status = StatusCode::from_u16(response.status().as_u16()).expect("status");
         let text = response.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     pub async fn post(&self, path: &str, key: &str, body: Value) -> (StatusCode, Value) {
-        self.request(Method::POST, path, Some(key), Some(&body))
-            .await
+        self.request(Method::POST, path, Some(key), Some(&body)).await
     }
 
     pub async fn get(&self, path: &str, key: &str) -> (StatusCode, Value) {
@@ -149,8 +164,7 @@ impl TestApp {
     }
 
     pub async fn patch(&self, path: &str, key: &str, body: Value) -> (StatusCode, Value) {
-        self.request(Method::PATCH, path, Some(key), Some(&body))
-            .await
+        self.request(Method::PATCH, path, Some(key), Some(&body)).await
     }
 
     pub async fn delete(&self, path: &str, key: &str) -> (StatusCode, Value) {
@@ -158,9 +172,7 @@ impl TestApp {
     }
 
     pub async fn create_team(&self) -> TestTeam {
-        let (status, account) = self
-            .post("/api/v1/accounts", ADMIN_KEY, json!({"name": "Acme"}))
-            .await;
+        let (status, account) = self.post("/api/v1/accounts", ADMIN_KEY, json!({"name": "Acme"})).await;
         assert_eq!(status, StatusCode::CREATED, "{account}");
         let account_id = account["id"].as_str().expect("account id").to_owned();
         let (status, team) = self
@@ -173,11 +185,7 @@ impl TestApp {
         assert_eq!(status, StatusCode::CREATED, "{team}");
         let team_id = team["id"].as_str().expect("team id").to_owned();
         let (status, key) = self
-            .post(
-                &format!("/api/v1/teams/{team_id}/keys"),
-                ADMIN_KEY,
-                json!({}),
-            )
+            .post(&format!("/api/v1/teams/{team_id}/keys"), ADMIN_KEY, json!({}))
             .await;
         assert_eq!(status, StatusCode::CREATED, "{key}");
         TestTeam {
@@ -199,29 +207,52 @@ impl TestApp {
         webhook
     }
 
+    /// Creates a bot whose real-time endpoints are `(url, events)`.
+    pub async fn create_bot(&self, team: &TestTeam, endpoints: &[(String, &[&str])]) -> Value {
+        let endpoints: Vec<Value> = endpoints
+            .iter()
+            .map(|(url, events)| json!({"type": "webhook", "url": url, "events": events}))
+            .collect();
+        let (status, bot) = self
+            .post(
+                "/api/v1/bot/",
+                &team.key,
+                json!({"meeting_url": "https://meet.google.com/hzj-adhd-inu", "metadata": {"customer": "acme"},
+                       "recording_config": {"realtime_endpoints": endpoints}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{bot}");
+        bot
+    }
+
+    /// Publishes bot events as the fleet does, in one batch.
+    pub async fn bot_events(&self, bot_id: &str, events: &[(&str, Value)]) -> (StatusCode, Value) {
+        let events: Vec<Value> = events
+            .iter()
+            .map(|(event, data)| json!({"event": event, "data": data}))
+            .collect();
+        self.post(
+            &format!("/api/v1/bot/{bot_id}/events"),
+            ADMIN_KEY,
+            json!({ "events": events }),
+        )
+        .await
+    }
+
     pub async fn publish(&self, body: Value) -> (StatusCode, Value) {
         self.post("/api/v1/events", ADMIN_KEY, body).await
     }
 
     pub async fn attempts(&self, team: &TestTeam, webhook_id: &str, query: &str) -> Vec<Value> {
         let (status, page) = self
-            .get(
-                &format!("/api/v1/webhooks/{webhook_id}/attempts?{query}"),
-                &team.key,
-            )
+            .get(&format!("/api/v1/webhooks/{webhook_id}/attempts?{query}"), &team.key)
             .await;
         assert_eq!(status, StatusCode::OK, "{page}");
         page["data"].as_array().expect("data").clone()
     }
 
     /// Waits until the webhook's log holds at least `n` attempts.
-    pub async fn wait_for_attempts(
-        &self,
-        team: &TestTeam,
-        webhook_id: &str,
-        n: usize,
-        within: Duration,
-    ) -> Vec<Value> {
+    pub async fn wait_for_attempts(&self, team: &TestTeam, webhook_id: &str, n: usize, within: Duration) -> Vec<Value> {
         let deadline = Instant::now() + within;
         loop {
             let attempts = self.attempts(team, webhook_id, "limit=250").await;
@@ -283,18 +314,23 @@ pub struct Received {
 
 impl Received {
     pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
+}
+
+/// How the receiver answers: per path prefix first, then scripted answers in
+/// order, then the default.
+struct Script {
+    by_path: Vec<(String, Answer)>,
+    next: VecDeque<Answer>,
+    default: Answer,
 }
 
 /// A real HTTP endpoint on 127.0.0.1 that records what it receives.
 pub struct TestReceiver {
     pub addr: SocketAddr,
     received: tokio::sync::Mutex<mpsc::Receiver<Received>>,
-    script: Arc<Mutex<(VecDeque<Answer>, Answer)>>,
+    script: Arc<Mutex<Script>>,
     stop: CancellationToken,
 }
 
@@ -307,40 +343,46 @@ impl Drop for TestReceiver {
 impl TestReceiver {
     pub async fn start() -> Self {
         let (tx, rx) = mpsc::channel::<Received>(100_000);
-        let script = Arc::new(Mutex::new((VecDeque::new(), Answer::Status(204))));
+        let script = Arc::new(Mutex::new(Script {
+            by_path: Vec::new(),
+            next: VecDeque::new(),
+            default: Answer::Status(204),
+        }));
         let stop = CancellationToken::new();
         let handler_script = Arc::clone(&script);
-        let app = axum::Router::new().fallback(
-            move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
-                let tx = tx.clone();
-                let script = Arc::clone(&handler_script);
-                async move {
-                    let answer = {
-                        let mut s = script.lock().expect("script lock");
-                        let default = s.1;
-                        s.0.pop_front().unwrap_or(default)
-                    };
-                    let path_and_query = uri
-                        .path_and_query()
-                        .map(|p| p.as_str().to_owned())
-                        .unwrap_or_default();
-                    let _ = tx.try_send(Received {
-                        path_and_query,
-                        headers,
-                        body,
-                        at: Instant::now(),
-                    });
-                    match answer {
-                        Answer::Status(code) => (
-                            StatusCode::from_u16(code).expect("status"),
-                            "receiver says hi",
-                        )
-                            .into_response(),
-                        Answer::Hang => std::future::pending::<axum::response::Response>().await,
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
+            let tx = tx.clone();
+            let script = Arc::clone(&handler_script);
+            async move {
+                let path_and_query = uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+                let answer = {
+                    let mut s = script.lock().expect("script lock");
+                    match s
+                        .by_path
+                        .iter()
+                        .find(|(prefix, _)| path_and_query.starts_with(prefix.as_str()))
+                    {
+                        Some((_, answer)) => *answer,
+                        None => {
+                            let default = s.default;
+                            s.next.pop_front().unwrap_or(default)
+                        }
                     }
+                };
+                let _ = tx.try_send(Received {
+                    path_and_query,
+                    headers,
+                    body,
+                    at: Instant::now(),
+                });
+                match answer {
+                    Answer::Status(code) => {
+                        (StatusCode::from_u16(code).expect("status"), "receiver says hi").into_response()
+                    }
+                    Answer::Hang => std::future::pending::<axum::response::Response>().await,
                 }
-            },
-        );
+            }
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind receiver");
@@ -365,7 +407,7 @@ impl TestReceiver {
 
     /// Every request from now on gets `answer`, after any scripted ones.
     pub fn answer_always(&self, answer: Answer) {
-        self.script.lock().expect("script lock").1 = answer;
+        self.script.lock().expect("script lock").default = answer;
     }
 
     /// The next requests get these answers, in order.
@@ -373,8 +415,15 @@ impl TestReceiver {
         self.script
             .lock()
             .expect("script lock")
-            .0
+            .next
             .extend(answers.iter().copied());
+    }
+
+    /// Requests whose path starts with `prefix` always get `answer`.
+    pub fn answer_path(&self, prefix: &str, answer: Answer) {
+        let mut script = self.script.lock().expect("script lock");
+        script.by_path.retain(|(p, _)| p != prefix);
+        script.by_path.push((prefix.to_owned(), answer));
     }
 
     pub async fn next(&self, within: Duration) -> Option<Received> {
@@ -387,10 +436,7 @@ impl TestReceiver {
     /// Asserts that nothing arrives for `quiet`.
     pub async fn assert_quiet(&self, quiet: Duration) {
         if let Some(r) = self.next(quiet).await {
-            panic!(
-                "expected no delivery, got one for {}",
-                r.header("webhook-id")
-            );
+            panic!("expected no delivery, got one for {}", r.header("webhook-id"));
         }
     }
 }
@@ -410,8 +456,5 @@ pub fn signature_is_valid(secret: &str, received: &Received) -> bool {
         "v1,{}",
         base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
     );
-    received
-        .header("webhook-signature")
-        .split(' ')
-        .any(|s| s == expected)
+    received.header("webhook-signature").split(' ').any(|s| s == expected)
 }

@@ -10,5 +10,6 @@ mod accounts;
 mod crash;
 mod delivery;
 mod publish;
+mod realtime;
 mod retries;
 mod webhooks;

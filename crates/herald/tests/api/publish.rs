@@ -15,9 +15,7 @@ async fn a_published_event_reaches_every_active_subscribed_webhook_exactly_as_sp
     let app = spawn_app().await;
     let receiver = TestReceiver::start().await;
     let team = app.create_team().await;
-    let first = app
-        .create_webhook(&team, &receiver.url("/one?token=abc&x=%2F1"))
-        .await;
+    let first = app.create_webhook(&team, &receiver.url("/one?token=abc&x=%2F1")).await;
     let second = app.create_webhook(&team, &receiver.url("/two")).await;
     let off = app.create_webhook(&team, &receiver.url("/off")).await;
     let off_id = off["id"].as_str().unwrap();
@@ -54,10 +52,7 @@ async fn a_published_event_reaches_every_active_subscribed_webhook_exactly_as_sp
             got.header("user-agent")
         );
         assert_eq!(got.header("webhook-id"), id);
-        let now_s = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
+        let now_s = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
         let ts: i64 = got.header("webhook-timestamp").parse().unwrap();
         assert!((now_s - ts).abs() <= 5, "timestamp {ts} vs now {now_s}");
         let secret = if got.path_and_query.starts_with("/one") {
@@ -72,10 +67,7 @@ async fn a_published_event_reaches_every_active_subscribed_webhook_exactly_as_sp
         paths.push(got.path_and_query);
     }
     paths.sort();
-    assert_eq!(
-        paths,
-        vec!["/one?token=abc&x=%2F1".to_owned(), "/two".to_owned()]
-    );
+    assert_eq!(paths, vec!["/one?token=abc&x=%2F1".to_owned(), "/two".to_owned()]);
     receiver.assert_quiet(Duration::from_millis(300)).await;
 }
 
@@ -118,10 +110,7 @@ async fn bad_publishes_are_refused_and_deliver_nothing() {
     let mut wrong_account = meeting_event(&team, "m");
     wrong_account["data"]["organization"]["accountId"] = json!(other.account_id);
     let mut no_meeting_id = meeting_event(&team, "m");
-    no_meeting_id["data"]["meeting"]
-        .as_object_mut()
-        .unwrap()
-        .remove("id");
+    no_meeting_id["data"]["meeting"].as_object_mut().unwrap().remove("id");
     let mut mistyped = meeting_event(&team, "m");
     mistyped["data"]["meeting"]["isPrivate"] = json!("yes");
     let mut unknown_type = meeting_event(&team, "m");
@@ -172,12 +161,7 @@ async fn bad_publishes_are_refused_and_deliver_nothing() {
     assert_eq!(answer["error"]["code"], "malformed_json");
     receiver.assert_quiet(Duration::from_millis(500)).await;
     let (_, metrics) = app.raw(Method::GET, "/metrics", None, "").await;
-    assert!(
-        metrics
-            .as_str()
-            .unwrap()
-            .contains("herald_events_published_total 0")
-    );
+    assert!(metrics.as_str().unwrap().contains("herald_events_published_total 0"));
 }
 
 #[tokio::test]

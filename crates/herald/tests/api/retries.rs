@@ -34,20 +34,9 @@ async fn a_failing_endpoint_gets_five_attempts_with_the_same_id_and_body_then_th
     let attempts = app
         .wait_for_attempts(&team, webhook["id"].as_str().unwrap(), 5, WAIT)
         .await;
-    let statuses: Vec<&str> = attempts
-        .iter()
-        .rev()
-        .map(|a| a["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        statuses,
-        ["retrying", "retrying", "retrying", "retrying", "failed"]
-    );
-    let numbers: Vec<i64> = attempts
-        .iter()
-        .rev()
-        .map(|a| a["attempt"].as_i64().unwrap())
-        .collect();
+    let statuses: Vec<&str> = attempts.iter().rev().map(|a| a["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["retrying", "retrying", "retrying", "retrying", "failed"]);
+    let numbers: Vec<i64> = attempts.iter().rev().map(|a| a["attempt"].as_i64().unwrap()).collect();
     assert_eq!(numbers, [1, 2, 3, 4, 5]);
     assert!(attempts.iter().all(|a| a["response"]["status"] == 503));
 }
@@ -67,11 +56,7 @@ async fn a_recovering_endpoint_succeeds_on_a_later_attempt() {
     let attempts = app
         .wait_for_attempts(&team, webhook["id"].as_str().unwrap(), 3, WAIT)
         .await;
-    let statuses: Vec<&str> = attempts
-        .iter()
-        .rev()
-        .map(|a| a["status"].as_str().unwrap())
-        .collect();
+    let statuses: Vec<&str> = attempts.iter().rev().map(|a| a["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["retrying", "retrying", "success"]);
     assert_eq!(attempts[0]["response"]["status"], 204);
 }
@@ -88,18 +73,11 @@ async fn timeouts_and_refused_connections_are_retried_and_logged_with_the_error(
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let refused = app
-        .create_webhook(&team, &format!("http://{closed}/nobody"))
-        .await;
+    let refused = app.create_webhook(&team, &format!("http://{closed}/nobody")).await;
     app.publish(meeting_event(&team, "m")).await;
 
     let slow_attempts = app
-        .wait_for_attempts(
-            &team,
-            slow["id"].as_str().unwrap(),
-            5,
-            Duration::from_secs(15),
-        )
+        .wait_for_attempts(&team, slow["id"].as_str().unwrap(), 5, Duration::from_secs(15))
         .await;
     assert_eq!(slow_attempts[0]["status"], "failed");
     for a in &slow_attempts {
@@ -112,13 +90,7 @@ async fn timeouts_and_refused_connections_are_retried_and_logged_with_the_error(
         .await;
     assert_eq!(refused_attempts[0]["status"], "failed");
     for a in &refused_attempts {
-        assert!(
-            a["error"]
-                .as_str()
-                .unwrap()
-                .starts_with("connection failed"),
-            "{a}"
-        );
+        assert!(a["error"].as_str().unwrap().starts_with("connection failed"), "{a}");
     }
 }
 
@@ -187,14 +159,8 @@ async fn deactivating_stops_delivery_at_once_and_reactivating_resumes_pending_re
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let resumed = receiver
-        .next(WAIT)
-        .await
-        .expect("the pending retry resumes");
+    let resumed = receiver.next(WAIT).await.expect("the pending retry resumes");
     assert!(reactivated.elapsed() < Duration::from_secs(2));
-    assert_eq!(
-        resumed.header("webhook-id"),
-        first_event["id"].as_str().unwrap()
-    );
+    assert_eq!(resumed.header("webhook-id"), first_event["id"].as_str().unwrap());
     receiver.assert_quiet(Duration::from_millis(1_000)).await;
 }

@@ -10,9 +10,7 @@ use crate::helpers::*;
 async fn webhooks_can_be_created_listed_read_updated_and_deleted() {
     let app = spawn_app().await;
     let team = app.create_team().await;
-    let created = app
-        .create_webhook(&team, "http://127.0.0.1:9/hook?token=abc")
-        .await;
+    let created = app.create_webhook(&team, "http://127.0.0.1:9/hook?token=abc").await;
     let id = created["id"].as_str().unwrap();
     assert!(id.starts_with("wh_"));
     assert_eq!(created["status"], "active");
@@ -42,15 +40,11 @@ async fn webhooks_can_be_created_listed_read_updated_and_deleted() {
     let (_, again) = app.get(&format!("/api/v1/webhooks/{id}"), &team.key).await;
     assert_eq!(again, updated);
 
-    let (status, _) = app
-        .delete(&format!("/api/v1/webhooks/{id}"), &team.key)
-        .await;
+    let (status, _) = app.delete(&format!("/api/v1/webhooks/{id}"), &team.key).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = app.get(&format!("/api/v1/webhooks/{id}"), &team.key).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = app
-        .delete(&format!("/api/v1/webhooks/{id}"), &team.key)
-        .await;
+    let (status, _) = app.delete(&format!("/api/v1/webhooks/{id}"), &team.key).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -63,14 +57,8 @@ async fn bad_webhook_input_is_refused_with_the_field_named_and_changes_nothing()
             json!({"url": "http://127.0.0.1:9/", "eventTypes": ["meeting.completed"]}),
             "name",
         ),
-        (
-            json!({"name": "x", "eventTypes": ["meeting.completed"]}),
-            "url",
-        ),
-        (
-            json!({"name": "x", "url": "http://127.0.0.1:9/"}),
-            "eventTypes",
-        ),
+        (json!({"name": "x", "eventTypes": ["meeting.completed"]}), "url"),
+        (json!({"name": "x", "url": "http://127.0.0.1:9/"}), "eventTypes"),
         (
             json!({"name": 7, "url": "http://127.0.0.1:9/", "eventTypes": ["meeting.completed"]}),
             "name",
@@ -110,12 +98,7 @@ async fn bad_webhook_input_is_refused_with_the_field_named_and_changes_nothing()
         );
     }
     let (status, answer) = app
-        .raw(
-            Method::POST,
-            "/api/v1/webhooks",
-            Some(&team.key),
-            "{\"name\": ",
-        )
+        .raw(Method::POST, "/api/v1/webhooks", Some(&team.key), "{\"name\": ")
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(answer["error"]["code"], "malformed_json");
@@ -174,10 +157,7 @@ async fn targets_must_be_public_https_unless_insecure_targets_are_allowed() {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {answer}");
         assert_eq!(answer["error"]["code"], "target_not_allowed");
         assert!(
-            answer["error"]["message"]
-                .as_str()
-                .unwrap()
-                .starts_with("url "),
+            answer["error"]["message"].as_str().unwrap().starts_with("url "),
             "{answer}"
         );
     }

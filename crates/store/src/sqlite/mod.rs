@@ -13,10 +13,9 @@ use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use herald_domain::attempt::AttemptStatus;
+use herald_domain::bot::{BotContext, realtime_body};
 use herald_domain::event::{EventType, same_payload};
-use herald_domain::ids::{
-    AccountId, AttemptId, DeliveryId, EndpointId, EndpointKind, EventId, TeamId,
-};
+use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EndpointKind, EventId, TeamId};
 use herald_domain::keys::KeyHash;
 use herald_domain::signing::Secret;
 use herald_domain::webhook::EndpointStatus;
@@ -110,21 +109,12 @@ impl Store for SqliteStore {
         let row = team.clone();
         self.conns
             .write(move |c| {
-                if !exists(
-                    c,
-                    "SELECT 1 FROM accounts WHERE id = ?1",
-                    row.account_id.as_str(),
-                )? {
+                if !exists(c, "SELECT 1 FROM accounts WHERE id = ?1", row.account_id.as_str())? {
                     return Err(StoreError::NotFound);
                 }
                 c.execute(
                     "INSERT INTO teams (id, account_id, name, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![
-                        row.id.as_str(),
-                        row.account_id.as_str(),
-                        row.name,
-                        row.created_at
-                    ],
+                    params![row.id.as_str(), row.account_id.as_str(), row.name, row.created_at],
                 )
                 .map_err(internal)?;
                 Ok(())
@@ -154,11 +144,9 @@ impl Store for SqliteStore {
         let hash = hash.as_str().to_owned();
         self.conns
             .read(move |c| {
-                c.query_row(
-                    "SELECT team_id FROM team_keys WHERE hash = ?1",
-                    [hash],
-                    |r| r.get::<_, String>(0),
-                )
+                c.query_row("SELECT team_id FROM team_keys WHERE hash = ?1", [hash], |r| {
+                    r.get::<_, String>(0)
+                })
                 .optional()
                 .map(|t| t.map(TeamId::from_stored))
                 .map_err(internal)
@@ -168,25 +156,74 @@ impl Store for SqliteStore {
 
     async fn create_endpoint(&self, endpoint: &Endpoint) -> StoreResult<()> {
         let e = endpoint.clone();
+        self.conns.write(move |c| insert_endpoint(c, &e)).await
+    }
+
+    async fn create_bot(&self, bot: &Bot) -> StoreResult<()> {
+        let b = bot.clone();
         self.conns
             .write(move |c| {
                 c.execute(
-                    "INSERT INTO endpoints (id, kind, team_id, name, url, event_types, status, secret, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    "INSERT INTO bots (id, team_id, meeting_url, metadata, recording_id, participant_events_id, transcript_id, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     params![
-                        e.id.as_str(),
-                        e.id.kind().as_str(),
-                        e.team_id.as_str(),
-                        e.name,
-                        e.url,
-                        event_types_json(&e.event_types),
-                        e.status.as_str(),
-                        e.secret.reveal(),
-                        e.created_at
+                        b.id.as_str(),
+                        b.team_id.as_str(),
+                        b.meeting_url,
+                        b.metadata,
+                        b.recording_id,
+                        b.participant_events_id,
+                        b.transcript_id,
+                        b.created_at
                     ],
                 )
                 .map_err(internal)?;
+                for e in &b.endpoints {
+                    insert_endpoint(c, e)?;
+                }
                 Ok(())
+            })
+            .await
+    }
+
+    async fn get_bot(&self, team: &TeamId, id: &BotId) -> StoreResult<Bot> {
+        let (team, id) = (team.as_str().to_owned(), id.as_str().to_owned());
+        self.conns
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(&format!(
+                        "SELECT {BOT_COLUMNS} FROM bots WHERE id = ?1 AND team_id = ?2"
+                    ))
+                    .map_err(internal)?;
+                let bot = stmt
+                    .query_row(params![id, team], bot_from_row)
+                    .optional()
+                    .map_err(internal)?;
+                let mut bot = bot.ok_or(StoreError::NotFound)?;
+                bot.endpoints = bot_endpoints(c, &id)?;
+                Ok(bot)
+            })
+            .await
+    }
+
+    async fn list_bots(&self, team: &TeamId) -> StoreResult<Vec<Bot>> {
+        let team = team.as_str().to_owned();
+        self.conns
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(&format!(
+                        "SELECT {BOT_COLUMNS} FROM bots WHERE team_id = ?1 ORDER BY created_at DESC, id DESC"
+                    ))
+                    .map_err(internal)?;
+                let mut bots = stmt
+                    .query_map([team], bot_from_row)
+                    .map_err(internal)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(internal)?;
+                for bot in &mut bots {
+                    bot.endpoints = bot_endpoints(c, bot.id.as_str())?;
+                }
+                Ok(bots)
             })
             .await
     }
@@ -213,17 +250,8 @@ impl Store for SqliteStore {
         self.conns.read(move |c| load_endpoint(c, &team, &id)).await
     }
 
-    async fn update_webhook(
-        &self,
-        team: &TeamId,
-        id: &EndpointId,
-        patch: &WebhookPatch,
-    ) -> StoreResult<Endpoint> {
-        let (team, id, patch) = (
-            team.as_str().to_owned(),
-            id.as_str().to_owned(),
-            patch.clone(),
-        );
+    async fn update_webhook(&self, team: &TeamId, id: &EndpointId, patch: &WebhookPatch) -> StoreResult<Endpoint> {
+        let (team, id, patch) = (team.as_str().to_owned(), id.as_str().to_owned(), patch.clone());
         self.conns
             .write(move |c| {
                 let mut e = load_endpoint(c, &team, &id)?;
@@ -273,78 +301,195 @@ impl Store for SqliteStore {
 
     async fn publish(&self, event: NewEvent, lease: &Lease) -> StoreResult<PublishOutcome> {
         let lease = lease.clone();
-        self.conns
-            .write(move |c| publish_in(c, event, &lease))
-            .await
+        self.conns.write(move |c| publish_in(c, event, &lease)).await
     }
 
-    async fn claim_due(
+    async fn publish_bot_events(
         &self,
-        now_ms: i64,
-        limit: usize,
+        bot: &BotId,
+        events: Vec<NewBotEvent>,
         lease: &Lease,
-    ) -> StoreResult<Vec<ClaimedDelivery>> {
+    ) -> StoreResult<BotPublishOutcome> {
+        let (bot, lease) = (bot.as_str().to_owned(), lease.clone());
+        self.conns.write(move |c| publish_bot_in(c, &bot, events, &lease)).await
+    }
+
+    async fn claim_due(&self, now_ms: i64, limit: usize, lease: &Lease) -> StoreResult<Vec<ClaimedDelivery>> {
         let lease = lease.clone();
         self.conns
             .write(move |c| {
                 let mut stmt = c
-                    .prepare_cached(
-                        "SELECT d.seq, d.team_id, d.event_id, v.event_type, v.body, d.endpoint_id, e.url, e.secret, d.attempts
-                         FROM deliveries d
-                         JOIN endpoints e ON e.id = d.endpoint_id
-                         JOIN events v ON v.id = d.event_id
-                         WHERE d.state = 'pending' AND d.next_attempt_at <= ?1
-                           AND (d.locked_until IS NULL OR d.locked_until < ?1)
-                           AND e.status = 'active'
-                         ORDER BY d.next_attempt_at, d.seq
-                         LIMIT ?2",
-                    )
+                    .prepare_cached(&format!(
+                        "SELECT {CLAIM_COLUMNS}
+                             FROM deliveries d
+                             JOIN endpoints e ON e.id = d.endpoint_id
+                             JOIN events v ON v.id = d.event_id
+                             WHERE d.state = 'pending' AND d.ordered = 0 AND d.next_attempt_at <= ?1
+                               AND (d.locked_until IS NULL OR d.locked_until < ?1)
+                               AND e.status = 'active'
+                             ORDER BY d.next_attempt_at, d.seq
+                             LIMIT ?2"
+                    ))
                     .map_err(internal)?;
                 let claimed = stmt
-                    .query_map(params![now_ms, limit as i64], |r| {
-                        Ok(ClaimedDelivery {
-                            id: DeliveryId(r.get(0)?),
-                            team_id: TeamId::from_stored(r.get(1)?),
-                            event_id: EventId::from_stored(r.get(2)?),
-                            event_type: event_type_from(r.get_ref(3)?.as_str()?)?,
-                            body: Bytes::from(r.get::<_, Vec<u8>>(4)?),
-                            endpoint_id: EndpointId::from_stored(r.get(5)?),
-                            url: r.get(6)?,
-                            secret: secret_from(r.get_ref(7)?.as_str()?)?,
-                            attempt: r.get::<_, u32>(8)? + 1,
-                        })
-                    })
+                    .query_map(params![now_ms, limit as i64], claimed_from_row)
                     .map_err(internal)?
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(internal)?;
-                let mut lock = c
-                    .prepare_cached("UPDATE deliveries SET locked_until = ?1, locked_by = ?2 WHERE seq = ?3")
-                    .map_err(internal)?;
-                for d in &claimed {
-                    lock.execute(params![lease.until_ms, lease.node, d.id.0]).map_err(internal)?;
-                }
+                lease_all(c, &claimed, &lease)?;
                 Ok(claimed)
             })
             .await
     }
 
-    async fn next_due_at(&self) -> StoreResult<Option<i64>> {
+    async fn claim_ordered(
+        &self,
+        now_ms: i64,
+        endpoints: usize,
+        run: usize,
+        lease: &Lease,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let lease = lease.clone();
         self.conns
-            .read(|c| {
-                c.query_row(
-                    "SELECT MIN(MAX(d.next_attempt_at, COALESCE(d.locked_until, 0)))
-                     FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
-                     WHERE d.state = 'pending' AND e.status = 'active'",
-                    [],
-                    |r| r.get::<_, Option<i64>>(0),
-                )
-                .map_err(internal)
+            .write(move |c| {
+                // Per endpoint with pending ordered work: its first pending
+                // delivery and the end of any lease it holds. An endpoint is
+                // ready when nothing of it is leased and its head is due.
+                let mut stmt = c
+                    .prepare_cached(&format!(
+                        "WITH heads AS (
+                             SELECT endpoint_id, MIN(seq) AS head_seq, MAX(COALESCE(locked_until, 0)) AS lease_end
+                             FROM deliveries WHERE state = 'pending' AND ordered = 1
+                             GROUP BY endpoint_id
+                         ),
+                         ready AS (
+                             SELECT h.endpoint_id FROM heads h
+                             JOIN deliveries hd ON hd.seq = h.head_seq
+                             JOIN endpoints e ON e.id = h.endpoint_id
+                             WHERE h.lease_end < ?1 AND hd.next_attempt_at <= ?1 AND e.status = 'active'
+                             ORDER BY hd.next_attempt_at
+                             LIMIT ?2
+                         ),
+                         ranked AS (
+                             SELECT d.seq AS seq, ROW_NUMBER() OVER (PARTITION BY d.endpoint_id ORDER BY d.seq) AS rn
+                             FROM deliveries d JOIN ready r ON r.endpoint_id = d.endpoint_id
+                             WHERE d.state = 'pending' AND d.ordered = 1
+                         )
+                         SELECT {CLAIM_COLUMNS}
+                         FROM ranked k
+                         JOIN deliveries d ON d.seq = k.seq
+                         JOIN endpoints e ON e.id = d.endpoint_id
+                         JOIN events v ON v.id = d.event_id
+                         WHERE k.rn <= ?3
+                         ORDER BY d.endpoint_id, d.seq"
+                    ))
+                    .map_err(internal)?;
+                let claimed = stmt
+                    .query_map(params![now_ms, endpoints as i64, run as i64], claimed_from_row)
+                    .map_err(internal)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(internal)?;
+                lease_all(c, &claimed, &lease)?;
+                Ok(claimed)
+            })
+            .await
+    }
+
+    async fn next_due_at(&self, now_ms: i64) -> StoreResult<Option<i64>> {
+        self.conns
+            .read(move |c| {
+                let unordered: Option<i64> = c
+                    .query_row(
+                        "SELECT MIN(MAX(d.next_attempt_at, COALESCE(d.locked_until, 0)))
+                         FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
+                         WHERE d.state = 'pending' AND d.ordered = 0 AND e.status = 'active'",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .map_err(internal)?;
+                // An ordered endpoint is claimable when its head is due and its
+                // lease (if any) has ended: the later of the two.
+                let ordered: Option<i64> = c
+                    .query_row(
+                        "WITH heads AS (
+                             SELECT endpoint_id, MIN(seq) AS head_seq, MAX(COALESCE(locked_until, 0)) AS lease_end
+                             FROM deliveries WHERE state = 'pending' AND ordered = 1
+                             GROUP BY endpoint_id
+                         )
+                         SELECT MIN(MAX(hd.next_attempt_at, CASE WHEN h.lease_end >= ?1 THEN h.lease_end + 1 ELSE 0 END))
+                         FROM heads h JOIN deliveries hd ON hd.seq = h.head_seq
+                         JOIN endpoints e ON e.id = h.endpoint_id
+                         WHERE e.status = 'active'",
+                        [now_ms],
+                        |r| r.get(0),
+                    )
+                    .map_err(internal)?;
+                Ok(match (unordered, ordered) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                })
             })
             .await
     }
 
     async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<()> {
         self.conns.write(move |c| record_in(c, &record)).await
+    }
+
+    async fn fail_endpoint(&self, last: AttemptRecord, drop_reason: &str) -> StoreResult<usize> {
+        let reason = drop_reason.to_owned();
+        self.conns
+            .write(move |c| {
+                record_in(c, &last)?;
+                c.execute(
+                    "UPDATE endpoints SET status = ?1 WHERE id = ?2",
+                    params![EndpointStatus::Failed.as_str(), last.endpoint_id.as_str()],
+                )
+                .map_err(internal)?;
+                let mut pending = c
+                    .prepare_cached(
+                        "SELECT d.seq, d.event_id, v.event_type, d.attempts, e.url FROM deliveries d
+                         JOIN events v ON v.id = d.event_id JOIN endpoints e ON e.id = d.endpoint_id
+                         WHERE d.endpoint_id = ?1 AND d.state = 'pending' ORDER BY d.seq",
+                    )
+                    .map_err(internal)?;
+                let dropped = pending
+                    .query_map([last.endpoint_id.as_str()], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, u32>(3)?,
+                            r.get::<_, String>(4)?,
+                        ))
+                    })
+                    .map_err(internal)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(internal)?;
+                for (seq, event_id, event_type, attempts, url) in &dropped {
+                    let record = AttemptRecord {
+                        id: AttemptId::generate(last.timestamp_ms),
+                        delivery: DeliveryId(*seq),
+                        team_id: last.team_id.clone(),
+                        endpoint_id: last.endpoint_id.clone(),
+                        event_id: EventId::from_stored(event_id.clone()),
+                        event_type: event_type_from(event_type).map_err(internal)?,
+                        attempt: attempts + 1,
+                        timestamp_ms: last.timestamp_ms,
+                        status: AttemptStatus::Dropped,
+                        duration_ms: 0,
+                        request_url: url.clone(),
+                        request_headers: Vec::new(),
+                        response: None,
+                        error: Some(reason.clone()),
+                        next: DeliveryNext::Dropped,
+                        keep_lease_until: None,
+                    };
+                    record_in(c, &record)?;
+                }
+                Ok(dropped.len())
+            })
+            .await
     }
 
     async fn release(&self, deliveries: &[DeliveryId]) -> StoreResult<()> {
@@ -366,8 +511,11 @@ impl Store for SqliteStore {
         let node = node.to_owned();
         self.conns
             .write(move |c| {
-                c.execute("UPDATE deliveries SET locked_until = NULL, locked_by = NULL WHERE locked_by = ?1", [node])
-                    .map_err(internal)?;
+                c.execute(
+                    "UPDATE deliveries SET locked_until = NULL, locked_by = NULL WHERE locked_by = ?1",
+                    [node],
+                )
+                .map_err(internal)?;
                 Ok(())
             })
             .await
@@ -379,14 +527,12 @@ impl Store for SqliteStore {
         endpoint: &EndpointId,
         filter: &AttemptFilter,
     ) -> StoreResult<Vec<Attempt>> {
-        let (team, endpoint, filter) = (
-            team.as_str().to_owned(),
-            endpoint.as_str().to_owned(),
-            filter.clone(),
-        );
+        let (team, endpoint, filter) = (team.as_str().to_owned(), endpoint.as_str().to_owned(), filter.clone());
         self.conns
             .read(move |c| {
-                let mut sql = format!("SELECT {ATTEMPT_COLUMNS}, NULL, NULL FROM attempts a WHERE a.endpoint_id = ?1 AND a.team_id = ?2");
+                let mut sql = format!(
+                    "SELECT {ATTEMPT_COLUMNS}, NULL, NULL FROM attempts a WHERE a.endpoint_id = ?1 AND a.team_id = ?2"
+                );
                 let mut args: Vec<rusqlite::types::Value> = vec![endpoint.into(), team.into()];
                 if let Some(status) = filter.status {
                     args.push(status.as_str().to_owned().into());
@@ -417,8 +563,9 @@ impl Store for SqliteStore {
             .read(move |c| {
                 c.query_row(
                     &format!(
-                        "SELECT {ATTEMPT_COLUMNS}, a.response_body, v.body FROM attempts a
+                        "SELECT {ATTEMPT_COLUMNS}, a.response_body, COALESCE(dl.body, v.body) FROM attempts a
                          LEFT JOIN events v ON v.id = a.event_id
+                         LEFT JOIN deliveries dl ON dl.seq = a.delivery_seq
                          WHERE a.id = ?1 AND a.team_id = ?2"
                     ),
                     params![id, team],
@@ -432,13 +579,94 @@ impl Store for SqliteStore {
     }
 }
 
-const ENDPOINT_COLUMNS: &str = "id, team_id, name, url, event_types, status, secret, created_at";
+const ENDPOINT_COLUMNS: &str = "id, team_id, name, url, event_types, status, secret, created_at, bot_id, metadata";
+
+fn insert_endpoint(c: &Connection, e: &Endpoint) -> StoreResult<()> {
+    c.prepare_cached(
+        "INSERT INTO endpoints (id, kind, team_id, bot_id, name, url, event_types, status, secret, metadata, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            e.id.as_str(),
+            e.id.kind().as_str(),
+            e.team_id.as_str(),
+            e.bot_id.as_ref().map(|b| b.as_str()),
+            e.name,
+            e.url,
+            event_types_json(&e.event_types),
+            e.status.as_str(),
+            e.secret.reveal(),
+            e.metadata,
+            e.created_at
+        ])
+    })
+    .map_err(internal)?;
+    Ok(())
+}
+
+const BOT_COLUMNS: &str =
+    "id, team_id, meeting_url, metadata, recording_id, participant_events_id, transcript_id, created_at";
+
+fn bot_from_row(r: &Row<'_>) -> rusqlite::Result<Bot> {
+    Ok(Bot {
+        id: BotId::from_stored(r.get(0)?),
+        team_id: TeamId::from_stored(r.get(1)?),
+        meeting_url: r.get(2)?,
+        metadata: r.get(3)?,
+        recording_id: r.get(4)?,
+        participant_events_id: r.get(5)?,
+        transcript_id: r.get(6)?,
+        created_at: r.get(7)?,
+        endpoints: Vec::new(),
+    })
+}
+
+fn bot_endpoints(c: &Connection, bot: &str) -> StoreResult<Vec<Endpoint>> {
+    let mut stmt = c
+        .prepare_cached(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE bot_id = ?1 ORDER BY created_at, id"
+        ))
+        .map_err(internal)?;
+    let rows = stmt.query_map([bot], endpoint_from_row).map_err(internal)?;
+    rows.map(|r| r.map_err(internal)).collect()
+}
+
+const CLAIM_COLUMNS: &str =
+    "d.seq, d.team_id, d.event_id, v.event_type, COALESCE(d.body, v.body), d.endpoint_id, e.url, e.secret, d.attempts";
+
+fn claimed_from_row(r: &Row<'_>) -> rusqlite::Result<ClaimedDelivery> {
+    Ok(ClaimedDelivery {
+        id: DeliveryId(r.get(0)?),
+        team_id: TeamId::from_stored(r.get(1)?),
+        event_id: EventId::from_stored(r.get(2)?),
+        event_type: event_type_from(r.get_ref(3)?.as_str()?)?,
+        body: Bytes::from(r.get::<_, Vec<u8>>(4)?),
+        endpoint_id: EndpointId::from_stored(r.get(5)?),
+        url: r.get(6)?,
+        secret: secret_from(r.get_ref(7)?.as_str()?)?,
+        attempt: r.get::<_, u32>(8)? + 1,
+    })
+}
+
+fn lease_all(c: &Connection, claimed: &[ClaimedDelivery], lease: &Lease) -> StoreResult<()> {
+    let mut lock = c
+        .prepare_cached("UPDATE deliveries SET locked_until = ?1, locked_by = ?2 WHERE seq = ?3")
+        .map_err(internal)?;
+    for d in claimed {
+        lock.execute(params![lease.until_ms, lease.node, d.id.0])
+            .map_err(internal)?;
+    }
+    Ok(())
+}
 
 fn endpoint_from_row(r: &Row<'_>) -> rusqlite::Result<Endpoint> {
     let types: String = r.get(4)?;
     Ok(Endpoint {
         id: EndpointId::from_stored(r.get(0)?),
         team_id: TeamId::from_stored(r.get(1)?),
+        bot_id: r.get::<_, Option<String>>(8)?.map(BotId::from_stored),
+        metadata: r.get(9)?,
         name: r.get(2)?,
         url: r.get(3)?,
         event_types: serde_json::from_str::<Vec<String>>(&types)
@@ -448,8 +676,7 @@ fn endpoint_from_row(r: &Row<'_>) -> rusqlite::Result<Endpoint> {
             .collect(),
         status: {
             let raw = r.get_ref(5)?.as_str()?;
-            EndpointStatus::parse(raw)
-                .ok_or_else(|| bad_column(format!("unknown endpoint status `{raw}`")))?
+            EndpointStatus::parse(raw).ok_or_else(|| bad_column(format!("unknown endpoint status `{raw}`")))?
         },
         secret: secret_from(r.get_ref(6)?.as_str()?)?,
         created_at: r.get(7)?,
@@ -485,8 +712,7 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
         timestamp_ms: r.get(6)?,
         status: {
             let raw = r.get_ref(7)?.as_str()?;
-            AttemptStatus::parse(raw)
-                .ok_or_else(|| bad_column(format!("unknown attempt status `{raw}`")))?
+            AttemptStatus::parse(raw).ok_or_else(|| bad_column(format!("unknown attempt status `{raw}`")))?
         },
         duration_ms: r.get(8)?,
         request_url: r.get(9)?,
@@ -494,10 +720,7 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
         request_body: request_body.map(Bytes::from),
         response: response_status.map(|status| ResponseRecord {
             status,
-            headers: response_headers
-                .as_deref()
-                .map(headers_from)
-                .unwrap_or_default(),
+            headers: response_headers.as_deref().map(headers_from).unwrap_or_default(),
             body: response_body.unwrap_or_default(),
         }),
         error: r.get(13)?,
@@ -510,13 +733,7 @@ fn publish_in(c: &Connection, event: NewEvent, lease: &Lease) -> StoreResult<Pub
             .query_row(
                 "SELECT event_type, created_at, body FROM events WHERE id = ?1",
                 [event.id.as_str()],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, Vec<u8>>(2)?,
-                    ))
-                },
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)),
             )
             .optional()
             .map_err(internal)?;
@@ -525,12 +742,7 @@ fn publish_in(c: &Connection, event: NewEvent, lease: &Lease) -> StoreResult<Pub
                 .ok()
                 .and_then(|v| v.get("data").map(|d| d.to_string()))
                 .unwrap_or_default();
-            if same_payload(
-                &event_type,
-                &stored_data,
-                event.event_type.as_str(),
-                &event.data,
-            ) {
+            if same_payload(&event_type, &stored_data, event.event_type.as_str(), &event.data) {
                 return Ok(PublishOutcome::Existing(StoredEvent {
                     id: event.id,
                     event_type: event_type_from(&event_type).map_err(internal)?,
@@ -541,11 +753,9 @@ fn publish_in(c: &Connection, event: NewEvent, lease: &Lease) -> StoreResult<Pub
         }
     }
     let account: Option<String> = c
-        .query_row(
-            "SELECT account_id FROM teams WHERE id = ?1",
-            [&event.team_id],
-            |r| r.get(0),
-        )
+        .query_row("SELECT account_id FROM teams WHERE id = ?1", [&event.team_id], |r| {
+            r.get(0)
+        })
         .optional()
         .map_err(internal)?;
     match account {
@@ -576,17 +786,14 @@ fn publish_in(c: &Connection, event: NewEvent, lease: &Lease) -> StoreResult<Pub
         )
         .map_err(internal)?;
     let subscribed: Vec<(String, String, String)> = endpoints
-        .query_map(
-            params![event.team_id, EndpointKind::Webhook.as_str()],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            },
-        )
+        .query_map(params![event.team_id, EndpointKind::Webhook.as_str()], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
         .map_err(internal)?
         .filter_map(|r| r.ok())
         .filter(|(_, _, _, types)| types.contains(&format!("\"{}\"", event.event_type.as_str())))
@@ -634,19 +841,117 @@ fn publish_in(c: &Connection, event: NewEvent, lease: &Lease) -> StoreResult<Pub
     })
 }
 
+fn publish_bot_in(
+    c: &Connection,
+    bot_id: &str,
+    events: Vec<NewBotEvent>,
+    lease: &Lease,
+) -> StoreResult<BotPublishOutcome> {
+    let bot = c
+        .prepare_cached(&format!("SELECT {BOT_COLUMNS} FROM bots WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([bot_id], bot_from_row).optional())
+        .map_err(internal)?;
+    let Some(bot) = bot else {
+        return Ok(BotPublishOutcome::UnknownBot);
+    };
+    let context = BotContext {
+        bot_id: bot.id.as_str().to_owned(),
+        bot_metadata: bot.metadata.clone(),
+        recording_id: bot.recording_id.clone(),
+        participant_events_id: bot.participant_events_id.clone(),
+        transcript_id: bot.transcript_id.clone(),
+    };
+    let endpoints: Vec<Endpoint> = bot_endpoints(c, bot_id)?
+        .into_iter()
+        .filter(|e| e.status == EndpointStatus::Active)
+        .collect();
+    let mut insert_event = c
+        .prepare_cached("INSERT INTO events (id, team_id, event_type, created_at, body) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .map_err(internal)?;
+    let mut insert_delivery = c
+        .prepare_cached(
+            "INSERT INTO deliveries (event_id, endpoint_id, team_id, state, ordered, attempts, next_attempt_at, locked_until, locked_by, body, created_at)
+             VALUES (?1, ?2, ?3, 'pending', 1, 0, ?4, ?5, ?6, ?7, ?4)",
+        )
+        .map_err(internal)?;
+    let mut stored = Vec::with_capacity(events.len());
+    let mut deliveries = Vec::new();
+    for event in events {
+        insert_event
+            .execute(params![
+                event.id.as_str(),
+                bot.team_id.as_str(),
+                event.event_type.as_str(),
+                event.created_at,
+                event.data.as_bytes()
+            ])
+            .map_err(internal)?;
+        let data = serde_json::value::RawValue::from_string(event.data)
+            .map_err(|e| StoreError::Internal(format!("bot event data is not JSON: {e}")))?;
+        for endpoint in endpoints.iter().filter(|e| e.event_types.contains(&event.event_type)) {
+            let body = realtime_body(
+                event.event_type,
+                &data,
+                endpoint.id.as_str(),
+                &endpoint.metadata,
+                &context,
+            );
+            insert_delivery
+                .execute(params![
+                    event.id.as_str(),
+                    endpoint.id.as_str(),
+                    bot.team_id.as_str(),
+                    event.created_at,
+                    lease.until_ms,
+                    lease.node,
+                    &body[..]
+                ])
+                .map_err(internal)?;
+            deliveries.push(ClaimedDelivery {
+                id: DeliveryId(c.last_insert_rowid()),
+                team_id: bot.team_id.clone(),
+                event_id: event.id.clone(),
+                event_type: event.event_type,
+                body: Bytes::from(body),
+                endpoint_id: endpoint.id.clone(),
+                url: endpoint.url.clone(),
+                secret: endpoint.secret.clone(),
+                attempt: 1,
+            });
+        }
+        stored.push(StoredEvent {
+            id: event.id,
+            event_type: event.event_type,
+            created_at: event.created_at,
+        });
+    }
+    Ok(BotPublishOutcome::Created {
+        events: stored,
+        deliveries,
+    })
+}
+
 fn record_in(c: &Connection, r: &AttemptRecord) -> StoreResult<()> {
     let (state, next_at) = match r.next {
         DeliveryNext::Succeeded => ("succeeded", r.timestamp_ms),
         DeliveryNext::RetryAt(at) => ("pending", at),
         DeliveryNext::Failed => ("failed", r.timestamp_ms),
+        DeliveryNext::Dropped => ("dropped", r.timestamp_ms),
     };
-    let updated = c
-        .prepare_cached(
-            "UPDATE deliveries SET state = ?1, attempts = ?2, next_attempt_at = ?3, locked_until = NULL, locked_by = NULL
-             WHERE seq = ?4",
-        )
-        .and_then(|mut s| s.execute(params![state, r.attempt, next_at, r.delivery.0]))
-        .map_err(internal)?;
+    let updated = match r.keep_lease_until {
+        None => c
+            .prepare_cached(
+                "UPDATE deliveries SET state = ?1, attempts = ?2, next_attempt_at = ?3, locked_until = NULL, locked_by = NULL
+                 WHERE seq = ?4",
+            )
+            .and_then(|mut s| s.execute(params![state, r.attempt, next_at, r.delivery.0])),
+        Some(until) => c
+            .prepare_cached(
+                "UPDATE deliveries SET state = ?1, attempts = ?2, next_attempt_at = ?3, locked_until = ?4 WHERE seq = ?5",
+            )
+            .and_then(|mut s| s.execute(params![state, r.attempt, next_at, until, r.delivery.0])),
+    }
+    .map_err(internal)?;
     if updated == 0 {
         // The endpoint was deleted while the attempt was in flight; its log went with it.
         return Ok(());
@@ -689,8 +994,7 @@ fn exists(c: &Connection, sql: &str, arg: &str) -> StoreResult<bool> {
 }
 
 fn event_types_json(types: &[EventType]) -> String {
-    serde_json::to_string(&types.iter().map(|t| t.as_str()).collect::<Vec<_>>())
-        .unwrap_or_else(|_| "[]".into())
+    serde_json::to_string(&types.iter().map(|t| t.as_str()).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
 }
 
 fn headers_json(headers: &[(String, String)]) -> String {

@@ -104,9 +104,9 @@ impl Connections {
             .acquire()
             .await
             .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?;
-        let conn = lock(&pool.idle).pop().ok_or_else(|| {
-            StoreError::Internal("reader pool is empty although a permit was held".into())
-        })?;
+        let conn = lock(&pool.idle)
+            .pop()
+            .ok_or_else(|| StoreError::Internal("reader pool is empty although a permit was held".into()))?;
         let pool2 = Arc::clone(&pool);
         tokio::task::spawn_blocking(move || {
             let result = f(&conn);
@@ -123,34 +123,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn open_connection(
-    path: &Path,
-    read_only: bool,
-    durability: Durability,
-) -> StoreResult<Connection> {
+fn open_connection(path: &Path, read_only: bool, durability: Durability) -> StoreResult<Connection> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags)
         .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(internal)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(internal)?;
     if !read_only {
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(internal)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(internal)?;
     }
     let sync = match durability {
         Durability::Normal => "NORMAL",
         Durability::Full => "FULL",
     };
-    conn.pragma_update(None, "synchronous", sync)
-        .map_err(internal)?;
-    conn.pragma_update(None, "foreign_keys", "OFF")
-        .map_err(internal)?;
+    conn.pragma_update(None, "synchronous", sync).map_err(internal)?;
+    conn.pragma_update(None, "foreign_keys", "OFF").map_err(internal)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }

@@ -29,19 +29,34 @@ const MIGRATIONS: &[&str] = &[
         team_id TEXT NOT NULL,
         created_at INTEGER NOT NULL
     );
-    -- Team webhooks and real-time endpoints alike: where deliveries go.
+    CREATE TABLE bots (
+        id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        meeting_url TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        recording_id TEXT NOT NULL,
+        participant_events_id TEXT NOT NULL,
+        transcript_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX bots_team ON bots(team_id, created_at);
+    -- Team webhooks (kind 'webhook') and bots' real-time endpoints (kind
+    -- 'realtime', with bot_id) alike: where deliveries go.
     CREATE TABLE endpoints (
         id TEXT PRIMARY KEY,
         kind TEXT NOT NULL,
         team_id TEXT NOT NULL,
+        bot_id TEXT,
         name TEXT NOT NULL,
         url TEXT NOT NULL,
         event_types TEXT NOT NULL,
         status TEXT NOT NULL,
         secret TEXT NOT NULL,
+        metadata TEXT NOT NULL DEFAULT '{}',
         created_at INTEGER NOT NULL
     );
     CREATE INDEX endpoints_team ON endpoints(team_id, kind, created_at);
+    CREATE INDEX endpoints_bot ON endpoints(bot_id, created_at) WHERE bot_id IS NOT NULL;
     CREATE TABLE events (
         seq INTEGER PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,
@@ -53,19 +68,25 @@ const MIGRATIONS: &[&str] = &[
     -- One event on its way to one endpoint. `state` is pending until the
     -- delivery succeeds, fails or is dropped; a pending delivery is due at
     -- `next_attempt_at` and free to claim when its lease has run out.
+    -- `ordered` deliveries (real-time endpoints) go out in `seq` order, one
+    -- endpoint run at a time. `body` is set when the delivered bytes differ
+    -- per endpoint (the real-time envelope); otherwise the event's body is sent.
     CREATE TABLE deliveries (
         seq INTEGER PRIMARY KEY,
         event_id TEXT NOT NULL,
         endpoint_id TEXT NOT NULL,
         team_id TEXT NOT NULL,
         state TEXT NOT NULL,
+        ordered INTEGER NOT NULL DEFAULT 0,
         attempts INTEGER NOT NULL DEFAULT 0,
         next_attempt_at INTEGER NOT NULL,
         locked_until INTEGER,
         locked_by TEXT,
+        body BLOB,
         created_at INTEGER NOT NULL
     );
-    CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE state = 'pending';
+    CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE state = 'pending' AND ordered = 0;
+    CREATE INDEX deliveries_ordered ON deliveries(endpoint_id, seq) WHERE state = 'pending' AND ordered = 1;
     CREATE INDEX deliveries_endpoint ON deliveries(endpoint_id, state);
     CREATE INDEX deliveries_locked_by ON deliveries(locked_by) WHERE locked_by IS NOT NULL;
     CREATE TABLE attempts (
