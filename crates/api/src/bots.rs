@@ -190,7 +190,7 @@ pub async fn publish(
     }
     match state
         .store
-        .publish_bot_events(&bot, events, &state.engine.new_lease())
+        .publish_bot_events(&bot, events, state.engine.ordered_publish_lease().as_ref())
         .await?
     {
         BotPublishOutcome::UnknownBot => Err(ApiError::NotFound("bot")),

@@ -113,17 +113,30 @@ impl Dispatcher {
         self.config.window.saturating_sub(self.lock().held.len())
     }
 
-    /// Takes freshly published (leased) deliveries. Returns those of ordered
-    /// endpoints that may not jump the line in memory: the caller releases
-    /// them to the store, where the scheduler will claim them in order.
-    pub(crate) fn enqueue_published(self: &Arc<Self>, deliveries: Vec<ClaimedDelivery>) -> Vec<DeliveryId> {
+    /// Every delivery held here, for lease renewal.
+    pub(crate) fn held(&self) -> Vec<DeliveryId> {
+        self.lock().held.iter().copied().collect()
+    }
+
+    /// Takes freshly published deliveries. Returns those of ordered endpoints
+    /// that may not jump the line in memory (the caller releases them to the
+    /// store, where the scheduler will claim them in order), and whether the
+    /// scheduler should look for such work now.
+    pub(crate) fn enqueue_published(self: &Arc<Self>, deliveries: Vec<ClaimedDelivery>) -> (Vec<DeliveryId>, bool) {
         let mut to_start = Vec::new();
         let mut released = Vec::new();
+        let shared = self.store.is_shared();
+        let mut claim = false;
         {
             let mut state = self.lock();
             let mut touched = Vec::new();
             for job in deliveries {
                 if state.held.contains(&job.id) || state.failed.contains(&job.endpoint_id) {
+                    continue;
+                }
+                if shared && job.endpoint_id.kind() == EndpointKind::Realtime {
+                    // Unleased in the store; whoever claims the endpoint sends it.
+                    claim = true;
                     continue;
                 }
                 let endpoint = job.endpoint_id.clone();
@@ -149,7 +162,8 @@ impl Dispatcher {
             self.metrics.in_memory.store(state.held.len() as u64, Relaxed);
         }
         self.start_all(to_start);
-        released
+        let claim = claim || !released.is_empty();
+        (released, claim)
     }
 
     /// Takes deliveries the scheduler claimed. Ordered ones come as runs, in
@@ -183,7 +197,10 @@ impl Dispatcher {
                 if let Some(queue) = state.queues.get_mut(endpoint)
                     && queue.ordered
                 {
-                    let complete = *count < run && queue.released_up_to.is_none_or(|r| *last_seq >= r);
+                    // On a shared store another process may add to the endpoint
+                    // at any time, so memory is never the whole of it.
+                    let complete =
+                        !self.store.is_shared() && *count < run && queue.released_up_to.is_none_or(|r| *last_seq >= r);
                     queue.synced = complete;
                     if complete {
                         queue.released_up_to = None;

@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use herald_domain::ids::EndpointId;
 use herald_domain::retry::RetryPolicy;
 use herald_domain::target::TargetPolicy;
-use herald_store::{ClaimedDelivery, Lease, Store, StoreError};
+use herald_store::{ClaimedDelivery, Lease, Store, StoreError, StoreSignal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -46,8 +46,9 @@ pub struct EngineConfig {
     /// Past this many queued deliveries, an ordered endpoint's new work waits
     /// in the store instead of memory (a failing endpoint cannot fill the window).
     pub ordered_queue_cap: usize,
-    /// How long a claim holds. Longer than any attempt, so a live process never
-    /// loses a claim it is still working on.
+    /// How long a claim holds without renewal. The engine renews the leases
+    /// of everything it holds every third of this, so a live process keeps
+    /// its claims and a dead one's are taken over this long after it died.
     pub lease: Duration,
     /// The most deliveries held in memory (queued or in flight). Past it the
     /// API sheds load with 503 and the scheduler leaves work in the store.
@@ -71,7 +72,7 @@ impl EngineConfig {
             realtime_retry: RetryPolicy::realtime(),
             ordered_run: 256,
             ordered_queue_cap: 1024,
-            lease: Duration::from_secs(60),
+            lease: Duration::from_secs(10),
             window: 50_000,
             max_in_flight: 1024,
             per_endpoint_in_flight: 32,
@@ -142,8 +143,45 @@ impl Engine {
             store,
             metrics,
         };
+        if let Some(signals) = engine.store.subscribe().await.map_err(StartError::Store)? {
+            tracker.spawn(engine.clone().follow(signals, shutdown.clone()));
+        }
+        tracker.spawn(engine.clone().renew_leases(shutdown.clone()));
         tracker.spawn(schedule::run(engine.clone(), shutdown));
         Ok(engine)
+    }
+
+    /// Acts on what the other processes on a shared store announce.
+    async fn follow(self, mut signals: tokio::sync::mpsc::Receiver<StoreSignal>, shutdown: CancellationToken) {
+        loop {
+            let signal = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                signal = signals.recv() => signal,
+            };
+            match signal {
+                Some(StoreSignal::Work) => self.wakeup.wake_at(now_ms()),
+                Some(StoreSignal::EndpointChanged(endpoint)) => self.drop_queued(&endpoint).await,
+                None => return,
+            }
+        }
+    }
+
+    /// Keeps this node's claims alive while it works on them.
+    async fn renew_leases(self, shutdown: CancellationToken) {
+        let every = self.config.lease / 3;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let held = self.dispatcher.held();
+            if held.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.store.renew(&held, &self.new_lease()).await {
+                tracing::warn!(error = %e, held = held.len(), "could not renew leases");
+            }
+        }
     }
 
     /// The lease a publish should put on the deliveries it creates, so that
@@ -155,11 +193,22 @@ impl Engine {
         }
     }
 
+    /// The lease for the deliveries of ordered (real-time) endpoints a publish
+    /// creates. On a shared store there is none: another process may be
+    /// sending that endpoint's run, so the work is left for whoever claims the
+    /// endpoint next, in order.
+    pub fn ordered_publish_lease(&self) -> Option<Lease> {
+        (!self.store.is_shared()).then(|| self.new_lease())
+    }
+
     /// Hands freshly committed, leased deliveries to their endpoint queues.
     /// Deliveries of ordered endpoints that cannot go straight to memory
     /// without jumping the line are released to the store for the scheduler.
     pub async fn enqueue(&self, deliveries: Vec<ClaimedDelivery>) {
-        let released = self.dispatcher.enqueue_published(deliveries);
+        let (released, claim) = self.dispatcher.enqueue_published(deliveries);
+        if claim {
+            self.wakeup.wake_at(now_ms());
+        }
         if released.is_empty() {
             return;
         }
@@ -179,6 +228,13 @@ impl Engine {
     /// the scheduler claim its work again under the new configuration (or not
     /// at all, if it is no longer active).
     pub async fn endpoint_changed(&self, endpoint: &EndpointId) {
+        if let Err(e) = self.store.announce_endpoint_changed(endpoint).await {
+            tracing::warn!(error = %e, endpoint_id = %endpoint, "could not tell the other processes about a changed endpoint");
+        }
+        self.drop_queued(endpoint).await;
+    }
+
+    async fn drop_queued(&self, endpoint: &EndpointId) {
         let released = self.dispatcher.forget_endpoint(endpoint);
         if !released.is_empty()
             && let Err(e) = self.store.release(&released).await

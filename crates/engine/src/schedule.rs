@@ -20,6 +20,9 @@ const CLAIM_BATCH: usize = 500;
 /// store is failing: short enough to keep retries on schedule.
 const BACKOFF: Duration = Duration::from_millis(50);
 
+/// The longest pause between tries while the store is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
 /// Announcements of new due times to the scheduler.
 #[derive(Debug, Default)]
 pub struct Wakeup {
@@ -48,6 +51,8 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) {
     let sweep_ms = engine.config.sweep_interval.as_millis() as i64;
     // Start with a claim: there may be work left from a previous run.
     let mut deadline = now_ms();
+    // Grows while the store keeps failing, so an outage is not a busy loop.
+    let mut failing = BACKOFF;
     loop {
         let wait = Duration::from_millis((deadline - now_ms()).max(0) as u64);
         tokio::select! {
@@ -62,16 +67,26 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) {
             deadline = deadline.min(hinted.unwrap_or(deadline));
             continue;
         }
-        deadline = match claim_due(&engine).await {
-            Ok(true) => now_ms() + BACKOFF.as_millis() as i64,
+        let next = match claim_due(&engine).await {
+            Ok(true) => Ok(now_ms() + BACKOFF.as_millis() as i64),
             Ok(false) => match engine.store.next_due_at(now_ms()).await {
-                Ok(next) => next.unwrap_or(i64::MAX).min(now_ms() + sweep_ms),
+                Ok(next) => Ok(next.unwrap_or(i64::MAX).min(now_ms() + sweep_ms)),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the next due time");
-                    now_ms() + BACKOFF.as_millis() as i64
+                    Err(())
                 }
             },
-            Err(()) => now_ms() + BACKOFF.as_millis() as i64,
+            Err(()) => Err(()),
+        };
+        deadline = match next {
+            Ok(at) => {
+                failing = BACKOFF;
+                at
+            }
+            Err(()) => {
+                failing = (failing * 2).min(MAX_BACKOFF);
+                now_ms() + failing.as_millis() as i64
+            }
         };
         if let Some(at) = hinted.filter(|at| *at > now) {
             deadline = deadline.min(at);

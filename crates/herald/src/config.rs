@@ -14,7 +14,14 @@ use herald_store::sqlite::Durability;
 /// Where the data lives.
 #[derive(Debug, Clone)]
 pub enum DatabaseLocation {
-    Sqlite { path: PathBuf, durability: Durability },
+    Sqlite {
+        path: PathBuf,
+        durability: Durability,
+    },
+    /// A `postgres://` URL; any number of processes may share it.
+    Postgres {
+        url: String,
+    },
 }
 
 /// Resolved settings for one `herald serve`.
@@ -31,6 +38,8 @@ pub struct Config {
     pub standard_retry: RetryPolicy,
     /// The real-time retry schedule; tests shorten it.
     pub realtime_retry: RetryPolicy,
+    /// How long a claim on a delivery holds without renewal.
+    pub lease: Duration,
 }
 
 impl Config {
@@ -46,6 +55,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(10),
             standard_retry: RetryPolicy::standard(),
             realtime_retry: RetryPolicy::realtime(),
+            lease: Duration::from_secs(10),
         }
     }
 
@@ -59,6 +69,12 @@ impl Config {
 
     pub fn engine_config(&self) -> EngineConfig {
         let mut engine = EngineConfig::new(self.target_policy());
+        if let DatabaseLocation::Postgres { .. } = self.database {
+            // Processes share the store: each needs its own name in leases.
+            let suffix: [u8; 6] = herald_domain::random_bytes();
+            engine.node = format!("node-{}", suffix.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        }
+        engine.lease = self.lease;
         engine.attempt_timeout = self.attempt_timeout;
         engine.standard_retry = self.standard_retry.clone();
         engine.realtime_retry = self.realtime_retry.clone();
@@ -73,7 +89,8 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// `sqlite://PATH` (default `sqlite://herald.db` in the working directory).
+    /// `sqlite://PATH` (default `sqlite://herald.db` in the working directory)
+    /// or `postgres://USER@HOST/DB`.
     #[arg(long, env = "HERALD_DATABASE_URL", default_value = "sqlite://herald.db")]
     pub database_url: String,
     /// The operator's key. Unset on a new store: one is generated and printed once.
@@ -88,6 +105,10 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "HERALD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// How long a claim on a delivery holds without renewal, in milliseconds: on
+    /// a shared PostgreSQL store, how soon another node takes over a dead one's work.
+    #[arg(long, env = "HERALD_LEASE_MS", default_value_t = 10_000)]
+    pub lease_ms: u64,
     /// SQLite durability: `normal` survives a killed process, `full` also power loss.
     #[arg(long, env = "HERALD_SQLITE_SYNC", default_value = "normal")]
     pub sqlite_sync: String,
@@ -133,13 +154,17 @@ impl ServeArgs {
         config.allow_insecure_targets = self.allow_insecure_targets;
         config.attempt_timeout = Duration::from_millis(self.attempt_timeout_ms);
         config.max_body_bytes = self.max_body_bytes;
+        if self.lease_ms < 1_000 {
+            bail!("HERALD_LEASE_MS / --lease-ms: must be at least 1000");
+        }
+        config.lease = Duration::from_millis(self.lease_ms);
         Ok(config)
     }
 }
 
 pub fn parse_database_url(raw: &str, durability: Durability) -> anyhow::Result<DatabaseLocation> {
     if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-        bail!("HERALD_DATABASE_URL: PostgreSQL is not supported by this build yet; use sqlite://PATH");
+        return Ok(DatabaseLocation::Postgres { url: raw.to_owned() });
     }
     let path = raw
         .strip_prefix("sqlite://")

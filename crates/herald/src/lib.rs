@@ -13,6 +13,7 @@ use herald_api::{ApiSettings, AppState};
 use herald_domain::keys::ApiKey;
 use herald_engine::{Engine, Metrics};
 use herald_store::Store;
+use herald_store::postgres::PgStore;
 use herald_store::sqlite::SqliteStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -35,7 +36,7 @@ impl App {
     /// Opens the store (migrating it), resolves the admin key, starts the
     /// engine and prepares the API on `listener`.
     pub async fn build(config: Config, listener: TcpListener) -> anyhow::Result<Self> {
-        let store = open_store(&config.database)?;
+        let store = open_store(&config.database).await?;
         let (admin_hash, generated_admin_key) = match &config.admin_key {
             Some(key) => (ApiKey::new(key.clone()).hash(), None),
             None => match store.admin_key_hash().await? {
@@ -109,19 +110,25 @@ impl App {
     }
 }
 
-fn open_store(location: &DatabaseLocation) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_store(location: &DatabaseLocation) -> anyhow::Result<Arc<dyn Store>> {
     match location {
         DatabaseLocation::Sqlite { path, durability } => {
             let store = SqliteStore::open(path, *durability)
                 .with_context(|| format!("cannot open the SQLite store at {}", path.display()))?;
             Ok(Arc::new(store))
         }
+        DatabaseLocation::Postgres { url } => {
+            let store = PgStore::open(url, 16)
+                .await
+                .context("cannot open the PostgreSQL store")?;
+            Ok(Arc::new(store))
+        }
     }
 }
 
 /// Opens the store and applies its migrations, nothing else (`herald migrate`).
-pub fn migrate(location: &DatabaseLocation) -> anyhow::Result<()> {
-    open_store(location).map(|_| ())
+pub async fn migrate(location: &DatabaseLocation) -> anyhow::Result<()> {
+    open_store(location).await.map(|_| ())
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped(herald::shutdown_signal()).await
         }
         Command::Migrate { database_url } => {
-            herald::migrate(&parse_database_url(&database_url, Durability::Normal)?)?;
+            herald::migrate(&parse_database_url(&database_url, Durability::Normal)?).await?;
             println!("migrations applied");
             Ok(())
         }

@@ -11,7 +11,9 @@
 //! through one thread that commits whatever has queued up in one transaction
 //! (group commit), and reads through a small pool of read-only connections.
 
+mod codec;
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -38,6 +40,15 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What another process on a shared store announced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSignal {
+    /// Claimable work was committed.
+    Work,
+    /// An endpoint changed; queued work for it must be dropped.
+    EndpointChanged(EndpointId),
+}
 
 /// Herald's persistence. One implementation per database; every method is a
 /// short transaction or a read, never held across a network call.
@@ -79,11 +90,13 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a batch of bot events, in order, and one ordered delivery (with
     /// its own envelope) per active real-time endpoint of the bot subscribed
     /// to each, leased to the caller, in one transaction.
+    /// With `lease: None` the deliveries are left for any process to claim
+    /// (and, on a shared store, the other processes are told there is work).
     async fn publish_bot_events(
         &self,
         bot: &BotId,
         events: Vec<NewBotEvent>,
-        lease: &Lease,
+        lease: Option<&Lease>,
     ) -> StoreResult<BotPublishOutcome>;
 
     /// Leases up to `limit` unordered deliveries that are due at `now_ms` and
@@ -107,11 +120,23 @@ pub trait Store: Send + Sync + 'static {
     /// failed, and drops every delivery still pending for it, logging each as
     /// dropped. Returns how many were dropped.
     async fn fail_endpoint(&self, last: AttemptRecord, drop_reason: &str) -> StoreResult<usize>;
+    /// Extends the lease of deliveries this node still holds.
+    async fn renew(&self, deliveries: &[DeliveryId], lease: &Lease) -> StoreResult<()>;
     /// Gives leased deliveries back so that any claimer may take them.
     async fn release(&self, deliveries: &[DeliveryId]) -> StoreResult<()>;
     /// Gives back every lease a node holds (on start-up after a crash, and on
     /// shutdown).
     async fn release_node(&self, node: &str) -> StoreResult<()>;
+
+    /// Whether several processes may use this store at once (PostgreSQL). An
+    /// unshared store has one engine, which may trust its own memory more.
+    fn is_shared(&self) -> bool;
+    /// Signals from the other processes on a shared store; `None` when there
+    /// can be none.
+    async fn subscribe(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<StoreSignal>>>;
+    /// Tells the other processes that an endpoint changed (deactivated,
+    /// edited, deleted), so they drop what they queued for it.
+    async fn announce_endpoint_changed(&self, endpoint: &EndpointId) -> StoreResult<()>;
 
     /// A page of an endpoint's attempt log, newest first.
     async fn list_attempts(

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-#[tokio::test]
+on_every_store! {
 async fn operator_creates_accounts_teams_and_keys() {
     let app = spawn_app().await;
     let team = app.create_team().await;
@@ -26,8 +26,9 @@ async fn operator_creates_accounts_teams_and_keys() {
         "{body}"
     );
 }
+}
 
-#[tokio::test]
+on_every_store! {
 async fn keys_are_checked_in_every_accepted_form() {
     let app = spawn_app().await;
     let team = app.create_team().await;
@@ -59,8 +60,9 @@ async fn keys_are_checked_in_every_accepted_form() {
     let (status, _) = app.get("/api/v1/webhooks", ADMIN_KEY).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+}
 
-#[tokio::test]
+on_every_store! {
 async fn a_team_never_sees_another_teams_webhooks_or_attempts() {
     let app = spawn_app().await;
     let receiver = TestReceiver::start().await;
@@ -94,8 +96,9 @@ async fn a_team_never_sees_another_teams_webhooks_or_attempts() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(mine["name"], "CRM sync");
 }
+}
 
-#[tokio::test]
+on_every_store! {
 async fn health_readiness_and_metrics_answer() {
     let app = spawn_app().await;
     let (status, _) = app.raw(Method::GET, "/healthz", None, "").await;
@@ -111,4 +114,5 @@ async fn health_readiness_and_metrics_answer() {
     let (status, body) = app.raw(Method::GET, "/api/v1/nothing-here", None, "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "not_found");
+}
 }

@@ -33,16 +33,21 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start_server(dir: &std::path::Path, port: u16, admin_key: Option<&str>) -> Server {
+/// Starts the real binary on the test's store. On SQLite no database URL is
+/// given, so the default (a file in the working directory) is what runs.
+async fn start_server(data: &TestData, port: u16, admin_key: Option<&str>) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
     cmd.arg("serve")
-        .current_dir(dir)
+        .current_dir(data.dir.path())
         .env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
         .env("HERALD_ALLOW_INSECURE_TARGETS", "1")
         .env("HERALD_LOG", "warn")
-        .env_remove("HERALD_DATABASE_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
+    match &data.postgres {
+        Some(pg) => cmd.env("HERALD_DATABASE_URL", &pg.url),
+        None => cmd.env_remove("HERALD_DATABASE_URL"),
+    };
     match admin_key {
         Some(key) => cmd.env("HERALD_ADMIN_KEY", key),
         None => cmd.env_remove("HERALD_ADMIN_KEY"),
@@ -87,11 +92,11 @@ async fn post(client: &reqwest::Client, url: String, key: &str, body: &Value) ->
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test]
+on_every_store! {
 async fn a_new_store_prints_its_generated_admin_key_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let data = TestData::new().await;
     let port = free_port();
-    let server = start_server(dir.path(), port, None).await;
+    let server = start_server(&data, port, None).await;
     let key = {
         let lines = server.stdout_lines.lock().unwrap();
         lines
@@ -109,13 +114,12 @@ async fn a_new_store_prints_its_generated_admin_key_once() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED);
-    assert!(
-        dir.path().join("herald.db").exists(),
-        "SQLite file in the working directory"
-    );
+    if data.postgres.is_none() {
+        assert!(data.dir.path().join("herald.db").exists(), "SQLite file in the working directory");
+    }
     drop(server);
 
-    let server = start_server(dir.path(), port, None).await;
+    let server = start_server(&data, port, None).await;
     let (status, _) = post(
         &client,
         format!("{}/api/v1/accounts", server.base),
@@ -131,13 +135,14 @@ async fn a_new_store_prints_its_generated_admin_key_once() {
         "printed only once: {lines:?}"
     );
 }
+}
 
-#[tokio::test]
+on_every_store! {
 async fn kill_9_during_a_publish_burst_loses_no_accepted_event() {
-    let dir = tempfile::tempdir().unwrap();
+    let data = TestData::new().await;
     let port = free_port();
     let receiver = TestReceiver::start().await;
-    let server = start_server(dir.path(), port, Some(ADMIN_KEY)).await;
+    let server = start_server(&data, port, Some(ADMIN_KEY)).await;
     let client = reqwest::Client::new();
     let base = server.base.clone();
 
@@ -217,7 +222,7 @@ async fn kill_9_during_a_publish_burst_loses_no_accepted_event() {
     let accepted: HashSet<String> = accepted.lock().unwrap().clone();
     assert!(accepted.len() >= 500, "the burst was under way: {}", accepted.len());
 
-    let _restarted = start_server(dir.path(), port, Some(ADMIN_KEY)).await;
+    let _restarted = start_server(&data, port, Some(ADMIN_KEY)).await;
     let mut missing = accepted.clone();
     let mut received = 0usize;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -236,4 +241,5 @@ async fn kill_9_during_a_publish_burst_loses_no_accepted_event() {
         received,
         received.saturating_sub(accepted.len())
     );
+}
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-#[tokio::test]
+on_every_store! {
 async fn deliveries_arrive_within_milliseconds_of_the_202() {
     let app = spawn_app().await;
     let receiver = TestReceiver::start().await;
@@ -31,8 +31,9 @@ async fn deliveries_arrive_within_milliseconds_of_the_202() {
     );
     assert!(median < Duration::from_millis(50), "median {median:?}");
 }
+}
 
-#[tokio::test]
+on_every_store! {
 async fn a_hanging_endpoint_does_not_hold_up_other_endpoints() {
     let app = spawn_app_with(|c| c.attempt_timeout = Duration::from_secs(10)).await;
     let stuck = TestReceiver::start().await;
@@ -66,8 +67,9 @@ async fn a_hanging_endpoint_does_not_hold_up_other_endpoints() {
         started.elapsed()
     );
 }
+}
 
-#[tokio::test]
+on_every_store! {
 async fn the_attempt_log_filters_pages_and_shows_detail() {
     let app = spawn_app().await;
     let receiver = TestReceiver::start().await;
@@ -159,4 +161,5 @@ async fn the_attempt_log_filters_pages_and_shows_detail() {
     assert!(detail["error"].is_null());
     let (status, _) = app.get("/api/v1/attempts/att_nope", &team.key).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
 }

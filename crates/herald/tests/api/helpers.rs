@@ -21,6 +21,8 @@ use sha2::Sha256;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::stores::TestData;
+
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
 
 /// The short schedule most tests use; one test checks the real 2/4/8/16 s.
@@ -33,8 +35,8 @@ pub fn fast_retry() -> RetryPolicy {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
-    /// Keeps the SQLite file alive as long as the app.
-    dir: Option<tempfile::TempDir>,
+    /// Keeps the store alive as long as the app.
+    data: Option<TestData>,
     stop: CancellationToken,
     stopped: Option<tokio::task::JoinHandle<()>>,
 }
@@ -58,15 +60,19 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
-    spawn_app_in(tempfile::tempdir().expect("temp dir"), adjust).await
+    spawn_app_in(TestData::new().await, adjust).await
 }
 
-/// Starts Herald on the SQLite file in `dir`, which may hold a previous run's data.
-pub async fn spawn_app_in(dir: tempfile::TempDir, adjust: impl FnOnce(&mut Config)) -> TestApp {
-    let mut config = Config::new(DatabaseLocation::Sqlite {
-        path: dir.path().join("herald.db"),
-        durability: Durability::Normal,
-    });
+/// Starts Herald on the test's store (which may hold a previous run's data).
+pub async fn spawn_app_in(data: TestData, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let location = match &data.postgres {
+        Some(pg) => DatabaseLocation::Postgres { url: pg.url.clone() },
+        None => DatabaseLocation::Sqlite {
+            path: data.dir.path().join("herald.db"),
+            durability: Durability::Normal,
+        },
+    };
+    let mut config = Config::new(location);
     config.admin_key = Some(ADMIN_KEY.into());
     config.allow_insecure_targets = true;
     config.attempt_timeout = Duration::from_millis(1_000);
@@ -87,7 +93,7 @@ pub async fn spawn_app_in(dir: tempfile::TempDir, adjust: impl FnOnce(&mut Confi
     TestApp {
         addr,
         client: reqwest::Client::new(),
-        dir: Some(dir),
+        data: Some(data),
         stop,
         stopped: Some(stopped),
     }
@@ -101,12 +107,12 @@ impl Drop for TestApp {
 
 impl TestApp {
     /// Shuts the server down as a signal would, and hands back its data.
-    pub async fn stop(mut self) -> tempfile::TempDir {
+    pub async fn stop(mut self) -> TestData {
         self.stop.cancel();
         if let Some(stopped) = self.stopped.take() {
             stopped.await.expect("app task");
         }
-        self.dir.take().expect("data dir")
+        self.data.take().expect("test data")
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod helpers;
+#[macro_use]
+mod stores;
 
 mod accounts;
 mod crash;

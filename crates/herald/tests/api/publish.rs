@@ -10,7 +10,7 @@ use crate::helpers::*;
 
 const WAIT: Duration = Duration::from_secs(5);
 
-#[tokio::test]
+on_every_store! {
 async fn a_published_event_reaches_every_active_subscribed_webhook_exactly_as_specified() {
     let app = spawn_app().await;
     let receiver = TestReceiver::start().await;
@@ -70,8 +70,9 @@ async fn a_published_event_reaches_every_active_subscribed_webhook_exactly_as_sp
     assert_eq!(paths, vec!["/one?token=abc&x=%2F1".to_owned(), "/two".to_owned()]);
     receiver.assert_quiet(Duration::from_millis(300)).await;
 }
+}
 
-#[tokio::test]
+on_every_store! {
 async fn a_publisher_id_is_an_idempotency_key() {
     let app = spawn_app().await;
     let receiver = TestReceiver::start().await;
@@ -96,8 +97,9 @@ async fn a_publisher_id_is_an_idempotency_key() {
     assert_eq!(conflict["error"]["code"], "conflict");
     receiver.assert_quiet(Duration::from_millis(500)).await;
 }
+}
 
-#[tokio::test]
+on_every_store! {
 async fn bad_publishes_are_refused_and_deliver_nothing() {
     let app = spawn_app_with(|c| c.max_body_bytes = 8192).await;
     let receiver = TestReceiver::start().await;
@@ -163,8 +165,9 @@ async fn bad_publishes_are_refused_and_deliver_nothing() {
     let (_, metrics) = app.raw(Method::GET, "/metrics", None, "").await;
     assert!(metrics.as_str().unwrap().contains("herald_events_published_total 0"));
 }
+}
 
-#[tokio::test]
+on_every_store! {
 async fn events_go_only_to_the_team_named_in_the_event() {
     let app = spawn_app().await;
     let receiver_a = TestReceiver::start().await;
@@ -178,4 +181,5 @@ async fn events_go_only_to_the_team_named_in_the_event() {
     let got = receiver_b.next(WAIT).await.expect("bob's delivery");
     assert_eq!(got.header("webhook-id"), accepted["id"].as_str().unwrap());
     receiver_a.assert_quiet(Duration::from_millis(300)).await;
+}
 }

@@ -23,7 +23,7 @@ fn seq_of(r: &Received) -> u64 {
     v["data"]["data"]["n"].as_u64().unwrap()
 }
 
-#[tokio::test]
+on_every_store! {
 async fn create_bot_validates_its_endpoints_and_answers_with_ids_secrets_and_status() {
     let app = spawn_app().await;
     let team = app.create_team().await;
@@ -110,8 +110,9 @@ async fn create_bot_validates_its_endpoints_and_answers_with_ids_secrets_and_sta
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
 }
+}
 
-#[tokio::test]
+on_every_store! {
 async fn each_endpoint_gets_only_its_events_in_the_envelope_signed_at_the_exact_url() {
     let app = spawn_app().await;
     let receiver = TestReceiver::start().await;
@@ -241,8 +242,9 @@ async fn each_endpoint_gets_only_its_events_in_the_envelope_signed_at_the_exact_
         "the envelope as sent"
     );
 }
+}
 
-#[tokio::test]
+on_every_store! {
 async fn order_holds_while_the_head_is_retried() {
     let app = spawn_app().await;
     let receiver = TestReceiver::start().await;
@@ -273,8 +275,9 @@ async fn order_holds_while_the_head_is_retried() {
     }
     receiver.assert_quiet(Duration::from_millis(300)).await;
 }
+}
 
-#[tokio::test]
+on_every_store! {
 async fn order_holds_across_a_restart() {
     let app = spawn_app().await;
     let receiver = TestReceiver::start().await;
@@ -309,8 +312,9 @@ async fn order_holds_across_a_restart() {
     assert_eq!(seq_of(&receiver.next(WAIT).await.expect("next")), 10);
     assert_eq!(seq_of(&receiver.next(WAIT).await.expect("next")), 11);
 }
+}
 
-#[tokio::test]
+on_every_store! {
 async fn many_bots_stream_at_once_each_in_order_and_a_hanging_one_holds_up_nobody() {
     let app = spawn_app_with(|c| c.attempt_timeout = Duration::from_secs(10)).await;
     let receiver = TestReceiver::start().await;
@@ -373,8 +377,9 @@ async fn many_bots_stream_at_once_each_in_order_and_a_hanging_one_holds_up_nobod
         "the hanging endpoint has only its head in flight"
     );
 }
+}
 
-#[tokio::test]
+on_every_store! {
 async fn after_60_retries_one_second_apart_the_endpoint_fails_and_its_queue_is_dropped() {
     let app = spawn_app_with(|c| c.realtime_retry = RetryPolicy::realtime()).await;
     let receiver = TestReceiver::start().await;
@@ -471,4 +476,5 @@ async fn after_60_retries_one_second_apart_the_endpoint_fails_and_its_queue_is_d
         log.len(),
         "nothing new queued for it"
     );
+}
 }

@@ -11,7 +11,7 @@ use crate::helpers::*;
 
 const WAIT: Duration = Duration::from_secs(5);
 
-#[tokio::test]
+on_every_store! {
 async fn a_failing_endpoint_gets_five_attempts_with_the_same_id_and_body_then_the_delivery_fails() {
     let app = spawn_app().await;
     let receiver = TestReceiver::start().await;
@@ -40,8 +40,9 @@ async fn a_failing_endpoint_gets_five_attempts_with_the_same_id_and_body_then_th
     assert_eq!(numbers, [1, 2, 3, 4, 5]);
     assert!(attempts.iter().all(|a| a["response"]["status"] == 503));
 }
+}
 
-#[tokio::test]
+on_every_store! {
 async fn a_recovering_endpoint_succeeds_on_a_later_attempt() {
     let app = spawn_app().await;
     let receiver = TestReceiver::start().await;
@@ -60,8 +61,9 @@ async fn a_recovering_endpoint_succeeds_on_a_later_attempt() {
     assert_eq!(statuses, ["retrying", "retrying", "success"]);
     assert_eq!(attempts[0]["response"]["status"], 204);
 }
+}
 
-#[tokio::test]
+on_every_store! {
 async fn timeouts_and_refused_connections_are_retried_and_logged_with_the_error() {
     let app = spawn_app_with(|c| c.attempt_timeout = Duration::from_millis(300)).await;
     let hanging = TestReceiver::start().await;
@@ -93,8 +95,9 @@ async fn timeouts_and_refused_connections_are_retried_and_logged_with_the_error(
         assert!(a["error"].as_str().unwrap().starts_with("connection failed"), "{a}");
     }
 }
+}
 
-#[tokio::test]
+on_every_store! {
 async fn the_real_schedule_is_0_2_6_14_30_seconds() {
     let app = spawn_app_with(|c| c.standard_retry = RetryPolicy::standard()).await;
     let receiver = TestReceiver::start().await;
@@ -118,8 +121,9 @@ async fn the_real_schedule_is_0_2_6_14_30_seconds() {
     }
     receiver.assert_quiet(Duration::from_secs(3)).await;
 }
+}
 
-#[tokio::test]
+on_every_store! {
 async fn deactivating_stops_delivery_at_once_and_reactivating_resumes_pending_retries() {
     let app = spawn_app_with(|c| {
         c.standard_retry = RetryPolicy::Standard {
@@ -163,4 +167,5 @@ async fn deactivating_stops_delivery_at_once_and_reactivating_resumes_pending_re
     assert!(reactivated.elapsed() < Duration::from_secs(2));
     assert_eq!(resumed.header("webhook-id"), first_event["id"].as_str().unwrap());
     receiver.assert_quiet(Duration::from_millis(1_000)).await;
+}
 }

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-#[tokio::test]
+on_every_store! {
 async fn webhooks_can_be_created_listed_read_updated_and_deleted() {
     let app = spawn_app().await;
     let team = app.create_team().await;
@@ -47,8 +47,9 @@ async fn webhooks_can_be_created_listed_read_updated_and_deleted() {
     let (status, _) = app.delete(&format!("/api/v1/webhooks/{id}"), &team.key).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+}
 
-#[tokio::test]
+on_every_store! {
 async fn bad_webhook_input_is_refused_with_the_field_named_and_changes_nothing() {
     let app = spawn_app().await;
     let team = app.create_team().await;
@@ -132,8 +133,9 @@ async fn bad_webhook_input_is_refused_with_the_field_named_and_changes_nothing()
     let (_, after) = app.get(&format!("/api/v1/webhooks/{id}"), &team.key).await;
     assert_eq!(after["name"], "x");
 }
+}
 
-#[tokio::test]
+on_every_store! {
 async fn targets_must_be_public_https_unless_insecure_targets_are_allowed() {
     let app = spawn_app_with(|c| c.allow_insecure_targets = false).await;
     let team = app.create_team().await;
@@ -179,8 +181,9 @@ async fn targets_must_be_public_https_unless_insecure_targets_are_allowed() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+}
 
-#[tokio::test]
+on_every_store! {
 async fn bodies_over_the_limit_answer_413() {
     let app = spawn_app_with(|c| c.max_body_bytes = 4096).await;
     let team = app.create_team().await;
@@ -190,4 +193,5 @@ async fn bodies_over_the_limit_answer_413() {
     assert_eq!(answer["error"]["code"], "payload_too_large");
     let (_, list) = app.get("/api/v1/webhooks", &team.key).await;
     assert_eq!(list["data"], json!([]));
+}
 }

@@ -23,6 +23,7 @@ use herald_domain::webhook::EndpointStatus;
 pub use pool::Durability;
 pub use schema::latest_version;
 
+use crate::codec::{event_types_from, event_types_json, headers_from, headers_json, stored_data_of, subscribes};
 use crate::model::*;
 use crate::{Store, StoreError, StoreResult};
 use pool::{Connections, internal};
@@ -156,7 +157,7 @@ impl Store for SqliteStore {
 
     async fn create_endpoint(&self, endpoint: &Endpoint) -> StoreResult<()> {
         let e = endpoint.clone();
-        self.conns.write(move |c| insert_endpoint(c, &e)).await
+        self.conns.write(move |c| insert_endpoint(c, &e, 0)).await
     }
 
     async fn create_bot(&self, bot: &Bot) -> StoreResult<()> {
@@ -178,8 +179,8 @@ impl Store for SqliteStore {
                     ],
                 )
                 .map_err(internal)?;
-                for e in &b.endpoints {
-                    insert_endpoint(c, e)?;
+                for (position, e) in b.endpoints.iter().enumerate() {
+                    insert_endpoint(c, e, position)?;
                 }
                 Ok(())
             })
@@ -308,10 +309,40 @@ impl Store for SqliteStore {
         &self,
         bot: &BotId,
         events: Vec<NewBotEvent>,
-        lease: &Lease,
+        lease: Option<&Lease>,
     ) -> StoreResult<BotPublishOutcome> {
-        let (bot, lease) = (bot.as_str().to_owned(), lease.clone());
-        self.conns.write(move |c| publish_bot_in(c, &bot, events, &lease)).await
+        let (bot, lease) = (bot.as_str().to_owned(), lease.cloned());
+        self.conns
+            .write(move |c| publish_bot_in(c, &bot, events, lease.as_ref()))
+            .await
+    }
+
+    async fn renew(&self, deliveries: &[DeliveryId], lease: &Lease) -> StoreResult<()> {
+        let (ids, lease): (Vec<i64>, Lease) = (deliveries.iter().map(|d| d.0).collect(), lease.clone());
+        self.conns
+            .write(move |c| {
+                let mut stmt = c
+                    .prepare_cached("UPDATE deliveries SET locked_until = ?1 WHERE seq = ?2 AND locked_by = ?3")
+                    .map_err(internal)?;
+                for id in ids {
+                    stmt.execute(params![lease.until_ms, id, lease.node])
+                        .map_err(internal)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    async fn subscribe(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<crate::StoreSignal>>> {
+        Ok(None)
+    }
+
+    async fn announce_endpoint_changed(&self, _endpoint: &EndpointId) -> StoreResult<()> {
+        Ok(())
     }
 
     async fn claim_due(&self, now_ms: i64, limit: usize, lease: &Lease) -> StoreResult<Vec<ClaimedDelivery>> {
@@ -581,10 +612,11 @@ impl Store for SqliteStore {
 
 const ENDPOINT_COLUMNS: &str = "id, team_id, name, url, event_types, status, secret, created_at, bot_id, metadata";
 
-fn insert_endpoint(c: &Connection, e: &Endpoint) -> StoreResult<()> {
+/// `position` orders a bot's endpoints as its Create Bot request listed them.
+fn insert_endpoint(c: &Connection, e: &Endpoint, position: usize) -> StoreResult<()> {
     c.prepare_cached(
-        "INSERT INTO endpoints (id, kind, team_id, bot_id, name, url, event_types, status, secret, metadata, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO endpoints (id, kind, team_id, bot_id, name, url, event_types, status, secret, metadata, created_at, position)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -598,7 +630,8 @@ fn insert_endpoint(c: &Connection, e: &Endpoint) -> StoreResult<()> {
             e.status.as_str(),
             e.secret.reveal(),
             e.metadata,
-            e.created_at
+            e.created_at,
+            position as i64
         ])
     })
     .map_err(internal)?;
@@ -625,7 +658,7 @@ fn bot_from_row(r: &Row<'_>) -> rusqlite::Result<Bot> {
 fn bot_endpoints(c: &Connection, bot: &str) -> StoreResult<Vec<Endpoint>> {
     let mut stmt = c
         .prepare_cached(&format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE bot_id = ?1 ORDER BY created_at, id"
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE bot_id = ?1 ORDER BY position"
         ))
         .map_err(internal)?;
     let rows = stmt.query_map([bot], endpoint_from_row).map_err(internal)?;
@@ -669,11 +702,7 @@ fn endpoint_from_row(r: &Row<'_>) -> rusqlite::Result<Endpoint> {
         metadata: r.get(9)?,
         name: r.get(2)?,
         url: r.get(3)?,
-        event_types: serde_json::from_str::<Vec<String>>(&types)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|t| EventType::parse(t))
-            .collect(),
+        event_types: event_types_from(&types),
         status: {
             let raw = r.get_ref(5)?.as_str()?;
             EndpointStatus::parse(raw).ok_or_else(|| bad_column(format!("unknown endpoint status `{raw}`")))?
@@ -738,10 +767,7 @@ fn publish_in(c: &Connection, event: NewEvent, lease: &Lease) -> StoreResult<Pub
             .optional()
             .map_err(internal)?;
         if let Some((event_type, created_at, body)) = existing {
-            let stored_data = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("data").map(|d| d.to_string()))
-                .unwrap_or_default();
+            let stored_data = stored_data_of(&body);
             if same_payload(&event_type, &stored_data, event.event_type.as_str(), &event.data) {
                 return Ok(PublishOutcome::Existing(StoredEvent {
                     id: event.id,
@@ -796,7 +822,7 @@ fn publish_in(c: &Connection, event: NewEvent, lease: &Lease) -> StoreResult<Pub
         })
         .map_err(internal)?
         .filter_map(|r| r.ok())
-        .filter(|(_, _, _, types)| types.contains(&format!("\"{}\"", event.event_type.as_str())))
+        .filter(|(_, _, _, types)| subscribes(types, event.event_type))
         .map(|(id, url, secret, _)| (id, url, secret))
         .collect();
 
@@ -845,7 +871,7 @@ fn publish_bot_in(
     c: &Connection,
     bot_id: &str,
     events: Vec<NewBotEvent>,
-    lease: &Lease,
+    lease: Option<&Lease>,
 ) -> StoreResult<BotPublishOutcome> {
     let bot = c
         .prepare_cached(&format!("SELECT {BOT_COLUMNS} FROM bots WHERE id = ?1"))
@@ -902,8 +928,8 @@ fn publish_bot_in(
                     endpoint.id.as_str(),
                     bot.team_id.as_str(),
                     event.created_at,
-                    lease.until_ms,
-                    lease.node,
+                    lease.map(|l| l.until_ms),
+                    lease.map(|l| l.node.as_str()),
                     &body[..]
                 ])
                 .map_err(internal)?;
@@ -991,18 +1017,6 @@ fn exists(c: &Connection, sql: &str, arg: &str) -> StoreResult<bool> {
         .optional()
         .map(|o| o.is_some())
         .map_err(internal)
-}
-
-fn event_types_json(types: &[EventType]) -> String {
-    serde_json::to_string(&types.iter().map(|t| t.as_str()).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
-}
-
-fn headers_json(headers: &[(String, String)]) -> String {
-    serde_json::to_string(headers).unwrap_or_else(|_| "[]".into())
-}
-
-fn headers_from(raw: &str) -> Vec<(String, String)> {
-    serde_json::from_str(raw).unwrap_or_default()
 }
 
 /// Stored values were written by this crate from the same enums; one that

@@ -53,10 +53,12 @@ const MIGRATIONS: &[&str] = &[
         status TEXT NOT NULL,
         secret TEXT NOT NULL,
         metadata TEXT NOT NULL DEFAULT '{}',
+        -- A bot's endpoints keep the order of the Create Bot request.
+        position INTEGER NOT NULL DEFAULT 0,
         created_at INTEGER NOT NULL
     );
     CREATE INDEX endpoints_team ON endpoints(team_id, kind, created_at);
-    CREATE INDEX endpoints_bot ON endpoints(bot_id, created_at) WHERE bot_id IS NOT NULL;
+    CREATE INDEX endpoints_bot ON endpoints(bot_id, position) WHERE bot_id IS NOT NULL;
     CREATE TABLE events (
         seq INTEGER PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,

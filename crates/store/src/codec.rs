@@ -1,0 +1,38 @@
+//! How values that SQL has no type for are written into a column, the same
+//! way by every backend: event-type lists and header lists as JSON text.
+
+use herald_domain::event::EventType;
+
+pub(crate) fn event_types_json(types: &[EventType]) -> String {
+    serde_json::to_string(&types.iter().map(|t| t.as_str()).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
+}
+
+/// Names this binary does not know are skipped: a newer one may have written them.
+pub(crate) fn event_types_from(raw: &str) -> Vec<EventType> {
+    serde_json::from_str::<Vec<String>>(raw)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|t| EventType::parse(t))
+        .collect()
+}
+
+pub(crate) fn headers_json(headers: &[(String, String)]) -> String {
+    serde_json::to_string(headers).unwrap_or_else(|_| "[]".into())
+}
+
+pub(crate) fn headers_from(raw: &str) -> Vec<(String, String)> {
+    serde_json::from_str(raw).unwrap_or_default()
+}
+
+/// The `data` of a stored team-event body, as JSON text, for the idempotency check.
+pub(crate) fn stored_data_of(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("data").map(|d| d.to_string()))
+        .unwrap_or_default()
+}
+
+/// Whether a publish subscribed an endpoint whose stored list is `types_json`.
+pub(crate) fn subscribes(types_json: &str, event_type: EventType) -> bool {
+    event_types_from(types_json).contains(&event_type)
+}

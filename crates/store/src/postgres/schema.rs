@@ -1,0 +1,129 @@
+//! PostgreSQL schema migrations, versioned in `herald_migrations`.
+//!
+//! Every process applies what is missing on start, under an advisory lock so
+//! that several nodes starting together migrate once. Entries are never
+//! edited once released: a change is a new entry.
+
+use deadpool_postgres::Object;
+
+use crate::StoreResult;
+use crate::postgres::pg_error;
+
+/// Arbitrary, fixed: the advisory lock that serialises migrations.
+const MIGRATION_LOCK: i64 = 0x6865_7261_6c64;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the core schema, as in SQLite.
+    r#"
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE accounts (id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at BIGINT NOT NULL);
+    CREATE TABLE teams (id TEXT PRIMARY KEY, account_id TEXT NOT NULL, name TEXT NOT NULL, created_at BIGINT NOT NULL);
+    CREATE TABLE team_keys (hash TEXT PRIMARY KEY, team_id TEXT NOT NULL, created_at BIGINT NOT NULL);
+    CREATE TABLE bots (
+        id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        meeting_url TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        recording_id TEXT NOT NULL,
+        participant_events_id TEXT NOT NULL,
+        transcript_id TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX bots_team ON bots(team_id, created_at);
+    CREATE TABLE endpoints (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        team_id TEXT NOT NULL,
+        bot_id TEXT,
+        name TEXT NOT NULL,
+        url TEXT NOT NULL,
+        event_types TEXT NOT NULL,
+        status TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        metadata TEXT NOT NULL DEFAULT '{}',
+        -- A bot's endpoints keep the order of the Create Bot request.
+        position INTEGER NOT NULL DEFAULT 0,
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX endpoints_team ON endpoints(team_id, kind, created_at);
+    CREATE INDEX endpoints_bot ON endpoints(bot_id, position) WHERE bot_id IS NOT NULL;
+    CREATE TABLE events (
+        seq BIGSERIAL PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        team_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        body BYTEA NOT NULL
+    );
+    CREATE TABLE deliveries (
+        seq BIGSERIAL PRIMARY KEY,
+        event_id TEXT NOT NULL,
+        endpoint_id TEXT NOT NULL,
+        team_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        ordered BOOLEAN NOT NULL DEFAULT FALSE,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at BIGINT NOT NULL,
+        locked_until BIGINT,
+        locked_by TEXT,
+        body BYTEA,
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE state = 'pending' AND NOT ordered;
+    CREATE INDEX deliveries_ordered ON deliveries(endpoint_id, seq) WHERE state = 'pending' AND ordered;
+    CREATE INDEX deliveries_endpoint ON deliveries(endpoint_id, state);
+    CREATE INDEX deliveries_locked_by ON deliveries(locked_by) WHERE locked_by IS NOT NULL;
+    CREATE TABLE attempts (
+        seq BIGSERIAL PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        delivery_seq BIGINT NOT NULL,
+        team_id TEXT NOT NULL,
+        endpoint_id TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        timestamp BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        duration_ms BIGINT NOT NULL,
+        request_url TEXT NOT NULL,
+        request_headers TEXT NOT NULL,
+        response_status INTEGER,
+        response_headers TEXT,
+        response_body BYTEA,
+        error TEXT
+    );
+    CREATE INDEX attempts_endpoint ON attempts(endpoint_id, seq);
+    CREATE INDEX attempts_endpoint_status ON attempts(endpoint_id, status, seq);
+    CREATE INDEX attempts_endpoint_event ON attempts(endpoint_id, event_id, seq);
+    "#,
+];
+
+/// Brings the schema up to the newest version.
+pub(crate) async fn migrate(client: &mut Object) -> StoreResult<()> {
+    let tx = client.transaction().await.map_err(pg_error)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg_error)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS herald_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .await
+    .map_err(pg_error)?;
+    let row = tx
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM herald_migrations", &[])
+        .await
+        .map_err(pg_error)?;
+    let current: i32 = row.get(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        let version = (i + 1) as i32;
+        tx.batch_execute(sql).await.map_err(pg_error)?;
+        tx.execute(
+            "INSERT INTO herald_migrations (version, applied_at) VALUES ($1, (extract(epoch from now()) * 1000)::bigint)",
+            &[&version],
+        )
+        .await
+        .map_err(pg_error)?;
+        tracing::info!(version, "applied PostgreSQL migration");
+    }
+    tx.commit().await.map_err(pg_error)
+}
