@@ -248,6 +248,15 @@ impl Engine {
         &self.metrics
     }
 
+    /// The Prometheus text for `/metrics`, with this node's name.
+    pub fn render_metrics(&self) -> String {
+        format!(
+            "# HELP herald_node_info The name this process uses in leases.\n# TYPE herald_node_info gauge\nherald_node_info{{node=\"{}\"}} 1\n{}",
+            self.config.node,
+            self.metrics.render()
+        )
+    }
+
     /// Gives back the leases of work still queued, after the tasks stopped.
     pub async fn release_all(&self) {
         if let Err(e) = self.store.release_node(&self.config.node).await {

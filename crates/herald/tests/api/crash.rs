@@ -2,95 +2,14 @@
 //! `kill -9` during a publish burst loses no accepted event.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::*;
-
-struct Server {
-    child: Child,
-    base: String,
-    stdout_lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts the real binary on the test's store. On SQLite no database URL is
-/// given, so the default (a file in the working directory) is what runs.
-async fn start_server(data: &TestData, port: u16, admin_key: Option<&str>) -> Server {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
-    cmd.arg("serve")
-        .current_dir(data.dir.path())
-        .env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
-        .env("HERALD_ALLOW_INSECURE_TARGETS", "1")
-        .env("HERALD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    match &data.postgres {
-        Some(pg) => cmd.env("HERALD_DATABASE_URL", &pg.url),
-        None => cmd.env_remove("HERALD_DATABASE_URL"),
-    };
-    match admin_key {
-        Some(key) => cmd.env("HERALD_ADMIN_KEY", key),
-        None => cmd.env_remove("HERALD_ADMIN_KEY"),
-    };
-    let mut child = cmd.spawn().expect("start herald");
-    let stdout = child.stdout.take().expect("stdout");
-    let stdout_lines = Arc::new(Mutex::new(Vec::new()));
-    let lines = Arc::clone(&stdout_lines);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            lines.lock().unwrap().push(line);
-        }
-    });
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
-            && r.status() == StatusCode::OK
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "herald did not become ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Server {
-        child,
-        base,
-        stdout_lines,
-    }
-}
-
-async fn post(client: &reqwest::Client, url: String, key: &str, body: &Value) -> (StatusCode, Value) {
-    let r = client
-        .post(url)
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .expect("request");
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
+use crate::process::*;
 
 on_every_store! {
 async fn a_new_store_prints_its_generated_admin_key_once() {

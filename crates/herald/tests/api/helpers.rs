@@ -305,6 +305,8 @@ pub fn meeting_event(team: &TestTeam, meeting_id: &str) -> Value {
 #[derive(Debug, Clone, Copy)]
 pub enum Answer {
     Status(u16),
+    /// Answer with this status after a pause.
+    Slow(u16, Duration),
     /// Accept the request and never answer.
     Hang,
 }
@@ -383,6 +385,10 @@ impl TestReceiver {
                 });
                 match answer {
                     Answer::Status(code) => {
+                        (StatusCode::from_u16(code).expect("status"), "receiver says hi").into_response()
+                    }
+                    Answer::Slow(code, pause) => {
+                        tokio::time::sleep(pause).await;
                         (StatusCode::from_u16(code).expect("status"), "receiver says hi").into_response()
                     }
                     Answer::Hang => std::future::pending::<axum::response::Response>().await,

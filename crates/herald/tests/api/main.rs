@@ -9,8 +9,10 @@ mod helpers;
 mod stores;
 
 mod accounts;
+mod cluster;
 mod crash;
 mod delivery;
+mod process;
 mod publish;
 mod realtime;
 mod retries;

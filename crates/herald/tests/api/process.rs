@@ -1,0 +1,122 @@
+//! The real `herald` binary in its own process, for the tests that kill it
+//! or run several: start it on the test's store, wait until ready, kill it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::TestData;
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub stdout_lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// The name this process uses in leases, from its `/metrics`.
+    pub async fn node(&self) -> String {
+        let text = reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("herald_node_info"))
+            .expect("node info");
+        line.split('"').nth(1).expect("node name").to_owned()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the real binary on the test's store. On SQLite no database URL is
+/// given, so the default (a file in the working directory) is what runs.
+pub async fn start_server(data: &TestData, port: u16, admin_key: Option<&str>) -> Server {
+    start_server_with(data, port, admin_key, &[]).await
+}
+
+pub async fn start_server_with(data: &TestData, port: u16, admin_key: Option<&str>, env: &[(&str, &str)]) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+    cmd.arg("serve")
+        .current_dir(data.dir.path())
+        .env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("HERALD_ALLOW_INSECURE_TARGETS", "1")
+        .env("HERALD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    match &data.postgres {
+        Some(pg) => cmd.env("HERALD_DATABASE_URL", &pg.url),
+        None => cmd.env_remove("HERALD_DATABASE_URL"),
+    };
+    match admin_key {
+        Some(key) => cmd.env("HERALD_ADMIN_KEY", key),
+        None => cmd.env_remove("HERALD_ADMIN_KEY"),
+    };
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    let mut child = cmd.spawn().expect("start herald");
+    let stdout = child.stdout.take().expect("stdout");
+    let stdout_lines = Arc::new(Mutex::new(Vec::new()));
+    let lines = Arc::clone(&stdout_lines);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            lines.lock().unwrap().push(line);
+        }
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status() == StatusCode::OK
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "herald did not become ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Server {
+        child,
+        base,
+        stdout_lines,
+    }
+}
+
+pub async fn post(client: &reqwest::Client, url: String, key: &str, body: &Value) -> (StatusCode, Value) {
+    let r = client
+        .post(url)
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
