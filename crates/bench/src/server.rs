@@ -1,0 +1,255 @@
+//! The server under test: one `herald serve` child process on a fresh SQLite
+//! file in its own temporary directory, and what `/proc` says about it.
+//!
+//! [`Herald::start`] picks a free port, starts the binary with the
+//! development settings the harness needs, and waits (bounded) for
+//! `GET /readyz` to answer 200, timing it. A background task samples the
+//! resident set every 100 ms; [`Herald::stats`] adds the kernel's own peak
+//! (`VmHWM`) and the CPU time used so far. The child is killed on
+//! [`Herald::stop`], and on drop if the harness bails out early.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+
+use crate::client::Conn;
+
+/// The operator key the harness gives every server it starts.
+pub const ADMIN_KEY: &str = "bench-admin-key-0123456789abcdef";
+
+/// How long a server may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `herald serve`.
+pub struct Herald {
+    child: Child,
+    pid: u32,
+    pub addr: SocketAddr,
+    /// Milliseconds from spawning the process to the first `/readyz` 200.
+    pub ready_ms: f64,
+    dir: tempfile::TempDir,
+    peak_sampled_kb: Arc<AtomicU64>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+/// Resource use of the server process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcStats {
+    /// Peak resident set in MiB (max of the kernel's `VmHWM` and our samples).
+    pub peak_rss_mb: f64,
+    /// Resident set right now, in MiB.
+    pub rss_mb: f64,
+    /// User plus system CPU time, in seconds.
+    pub cpu_s: f64,
+}
+
+impl Herald {
+    /// Starts `bin serve` on a free port and a new database, and waits until
+    /// it is ready.
+    pub async fn start(bin: &Path) -> anyhow::Result<Self> {
+        if !bin.is_file() {
+            bail!(
+                "herald binary not found at {} (build it with `cargo build --release -p herald`, or pass --herald-bin)",
+                bin.display()
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("herald-bench-")
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        let port = free_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let db = dir.path().join("herald.db");
+        let stdout = std::fs::File::create(dir.path().join("stdout.log"))?;
+        let stderr = std::fs::File::create(dir.path().join("stderr.log"))?;
+        let spawned = Instant::now();
+        let child = Command::new(bin)
+            .arg("serve")
+            .current_dir(dir.path())
+            .env("HERALD_LISTEN", addr.to_string())
+            .env("HERALD_DATABASE_URL", format!("sqlite://{}", db.display()))
+            .env("HERALD_ADMIN_KEY", ADMIN_KEY)
+            .env("HERALD_ALLOW_INSECURE_TARGETS", "1")
+            .env("HERALD_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let pid = child.id().context("the server exited at once")?;
+        let peak_sampled_kb = Arc::new(AtomicU64::new(0));
+        let sampler = tokio::spawn(sample_rss(pid, Arc::clone(&peak_sampled_kb)));
+        let mut herald = Self {
+            child,
+            pid,
+            addr,
+            ready_ms: 0.0,
+            dir,
+            peak_sampled_kb,
+            sampler,
+        };
+        herald.wait_ready(spawned).await?;
+        Ok(herald)
+    }
+
+    async fn wait_ready(&mut self, spawned: Instant) -> anyhow::Result<()> {
+        let deadline = spawned + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "the server exited before it was ready ({status}); its log:\n{}",
+                    self.log_tail()
+                );
+            }
+            if let Ok(mut conn) = Conn::connect(self.addr).await
+                && let Ok((status, _)) = conn.get("/readyz").await
+                && status == 200
+            {
+                self.ready_ms = spawned.elapsed().as_secs_f64() * 1000.0;
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the server was not ready within {READY_TIMEOUT:?}; its log:\n{}",
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The last lines the server wrote to stderr and stdout.
+    pub fn log_tail(&self) -> String {
+        let mut out = String::new();
+        for name in ["stderr.log", "stdout.log"] {
+            let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(20);
+            for line in &lines[from..] {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Whether the server logged anything at all (it runs with `warn`).
+    pub fn log_lines(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("stderr.log"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// The process's memory and CPU use so far.
+    pub fn stats(&self) -> ProcStats {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        let hwm = status_kb(&status, "VmHWM:").unwrap_or(0);
+        let rss = status_kb(&status, "VmRSS:").unwrap_or(0);
+        let sampled = self.peak_sampled_kb.load(Ordering::Relaxed);
+        ProcStats {
+            peak_rss_mb: hwm.max(rss).max(sampled) as f64 / 1024.0,
+            rss_mb: rss as f64 / 1024.0,
+            cpu_s: proc_cpu_s(&format!("/proc/{}/stat", self.pid)).unwrap_or(0.0),
+        }
+    }
+
+    /// Kills the server and waits for it to go.
+    pub async fn stop(mut self) {
+        self.sampler.abort();
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        // The child itself is killed on drop (`kill_on_drop`).
+        self.sampler.abort();
+    }
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+async fn sample_rss(pid: u32, peak_kb: Arc<AtomicU64>) {
+    let path = format!("/proc/{pid}/status");
+    // Bounded: the task is aborted on stop, and gives up once the process is gone.
+    loop {
+        let Ok(status) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        if let Some(kb) = status_kb(&status, "VmRSS:") {
+            peak_kb.fetch_max(kb, Ordering::Relaxed);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A `kB` line of `/proc/<pid>/status`.
+fn status_kb(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// utime + stime of a `/proc/.../stat` file, in seconds.
+pub fn proc_cpu_s(stat_path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    // The command name may hold spaces; the fields after it are fixed.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of the file are the 12th and 13th after the name.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+/// `sysconf(_SC_CLK_TCK)`, asked of `getconf` (this crate has no unsafe code).
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// The release binary in the workspace's build output:
+/// `$CARGO_TARGET_DIR/release/herald`, else `<workspace>/target/release/herald`;
+/// if that is missing, a `herald` beside this executable.
+pub fn default_herald_bin() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("..")
+                .join("target")
+        });
+    let bin = target.join("release").join("herald");
+    if bin.is_file() {
+        return bin;
+    }
+    // Run straight from a build directory: the server built next to us.
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("herald")))
+        .filter(|sibling| sibling.is_file())
+        .unwrap_or(bin)
+}
