@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use herald_domain::dashboard::{LINK_TTL_MS, SESSION_TTL_MS, check_public_url};
 use herald_domain::retry::RetryPolicy;
 use herald_domain::target::TargetPolicy;
 use herald_engine::EngineConfig;
@@ -31,6 +32,13 @@ pub struct Config {
     pub standard_retry: RetryPolicy,
     /// The real-time retry schedule; tests shorten it.
     pub realtime_retry: RetryPolicy,
+    /// Where people reach this server, without a trailing slash; `None`
+    /// means `http://` and the address actually listened on.
+    pub public_url: Option<String>,
+    /// How long a dashboard sign-in link works.
+    pub dashboard_link_ttl: Duration,
+    /// How long a dashboard session lasts.
+    pub dashboard_session_ttl: Duration,
 }
 
 impl Config {
@@ -46,6 +54,9 @@ impl Config {
             shutdown_grace: Duration::from_secs(10),
             standard_retry: RetryPolicy::standard(),
             realtime_retry: RetryPolicy::realtime(),
+            public_url: None,
+            dashboard_link_ttl: Duration::from_millis(LINK_TTL_MS as u64),
+            dashboard_session_ttl: Duration::from_millis(SESSION_TTL_MS as u64),
         }
     }
 
@@ -91,6 +102,10 @@ pub struct ServeArgs {
     /// SQLite durability: `normal` survives a killed process, `full` also power loss.
     #[arg(long, env = "HERALD_SQLITE_SYNC", default_value = "normal")]
     pub sqlite_sync: String,
+    /// Where people reach this server (dashboard links are built under it);
+    /// default `http://` and the listen address.
+    #[arg(long, env = "HERALD_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 /// Accepts the usual spellings of a boolean setting.
@@ -133,8 +148,14 @@ impl ServeArgs {
         config.allow_insecure_targets = self.allow_insecure_targets;
         config.attempt_timeout = Duration::from_millis(self.attempt_timeout_ms);
         config.max_body_bytes = self.max_body_bytes;
+        config.public_url = self.public_url.as_deref().map(resolve_public_url).transpose()?;
         Ok(config)
     }
+}
+
+/// Checks `HERALD_PUBLIC_URL` / `--public-url`.
+pub fn resolve_public_url(raw: &str) -> anyhow::Result<String> {
+    check_public_url(raw.trim()).map_err(|why| anyhow::anyhow!("HERALD_PUBLIC_URL / --public-url: `{raw}` {why}"))
 }
 
 pub fn parse_database_url(raw: &str, durability: Durability) -> anyhow::Result<DatabaseLocation> {
