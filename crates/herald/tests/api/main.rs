@@ -8,8 +8,10 @@ mod helpers;
 
 mod accounts;
 mod crash;
+mod dashboard_http;
 mod delivery;
 mod publish;
 mod realtime;
+mod resend;
 mod retries;
 mod webhooks;
