@@ -152,3 +152,42 @@ async fn team_of_another_account(store: &SqliteStore) -> TeamId {
     let account = store.create_account("Other", 1).await.unwrap();
     store.create_team(&account.id, "Other", 1).await.unwrap().id
 }
+
+/// Regression: endpoints created in the same millisecond came back sorted by
+/// their random id, not in the order the Create Bot request listed them.
+#[tokio::test]
+async fn a_bots_endpoints_come_back_in_the_order_given() {
+    let (_dir, store) = open();
+    let team = team(&store).await;
+    let bot_id = herald_domain::ids::BotId::generate(7);
+    let endpoints: Vec<Endpoint> = (0..8)
+        .map(|i| Endpoint {
+            id: EndpointId::generate(EndpointKind::Realtime, 7),
+            team_id: team.clone(),
+            bot_id: Some(bot_id.clone()),
+            name: String::new(),
+            url: format!("https://example.com/{i}"),
+            event_types: vec![EventType::ParticipantJoin],
+            status: EndpointStatus::Active,
+            secret: Secret::generate(),
+            metadata: "{}".into(),
+            created_at: 7,
+        })
+        .collect();
+    let bot = herald_store::Bot {
+        id: bot_id.clone(),
+        team_id: team.clone(),
+        meeting_url: "https://meet.example.com/x".into(),
+        metadata: "{}".into(),
+        recording_id: "rec_1".into(),
+        participant_events_id: "pe_1".into(),
+        transcript_id: "tr_1".into(),
+        created_at: 7,
+        endpoints: endpoints.clone(),
+    };
+    store.create_bot(&bot).await.unwrap();
+    let read = store.get_bot(&team, &bot_id).await.unwrap();
+    let urls: Vec<&str> = read.endpoints.iter().map(|e| e.url.as_str()).collect();
+    let given: Vec<&str> = endpoints.iter().map(|e| e.url.as_str()).collect();
+    assert_eq!(urls, given);
+}

@@ -9,6 +9,7 @@ mod helpers;
 mod accounts;
 mod crash;
 mod dashboard_http;
+mod dashboard_ui;
 mod delivery;
 mod publish;
 mod realtime;

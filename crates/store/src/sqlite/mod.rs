@@ -825,10 +825,12 @@ fn bot_from_row(r: &Row<'_>) -> rusqlite::Result<Bot> {
     })
 }
 
+/// A bot's real-time endpoints in the order its Create Bot request gave them:
+/// insertion order, since ids minted in the same millisecond sort at random.
 fn bot_endpoints(c: &Connection, bot: &str) -> StoreResult<Vec<Endpoint>> {
     let mut stmt = c
         .prepare_cached(&format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE bot_id = ?1 ORDER BY created_at, id"
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE bot_id = ?1 ORDER BY created_at, rowid"
         ))
         .map_err(internal)?;
     let rows = stmt.query_map([bot], endpoint_from_row).map_err(internal)?;
