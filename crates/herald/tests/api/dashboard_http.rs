@@ -409,3 +409,49 @@ async fn create_webhook_keeps_the_input_and_names_each_bad_field() {
     assert_eq!(list["data"][0]["status"], "deactivated");
     assert_eq!(list["data"][0]["eventTypes"], json!(["meeting.completed"]));
 }
+
+#[tokio::test]
+async fn herald_dashboard_link_prints_a_working_link_from_the_store() {
+    let app = spawn_app().await;
+    let team = app.create_team().await;
+    let dir = app.stop().await;
+    let database_url = format!("sqlite://{}", dir.path().join("herald.db").display());
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args([
+            "dashboard-link",
+            "--team",
+            &team.team_id,
+            "--database-url",
+            &database_url,
+        ])
+        .args(["--public-url", "https://herald.example.com/"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let url = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let path = url
+        .strip_prefix("https://herald.example.com")
+        .unwrap_or_else(|| panic!("built on the public URL: {url}"));
+    assert!(path.starts_with("/sign-in?token="), "{url}");
+
+    let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args([
+            "dashboard-link",
+            "--team",
+            "team_nobody",
+            "--database-url",
+            &database_url,
+        ])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no team"));
+
+    let app = spawn_app_in(dir, |_| {}).await;
+    let response = no_redirects().get(app.url(path)).send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::SEE_OTHER,
+        "the printed link opens a session"
+    );
+}
