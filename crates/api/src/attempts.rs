@@ -180,5 +180,6 @@ pub(crate) fn attempt_json(a: &Attempt, detail: bool) -> Value {
         "request": request,
         "response": response,
         "error": a.error,
+        "manual": a.manual,
     })
 }

@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod attempts;
 pub mod auth;
 pub mod bots;
+pub mod dashboard_links;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -18,6 +19,7 @@ pub mod health;
 pub mod webhooks;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -43,6 +45,11 @@ pub struct ApiSettings {
     pub target_policy: TargetPolicy,
     /// Request bodies above this answer 413.
     pub max_body_bytes: usize,
+    /// Where people reach this server (no trailing slash): dashboard links
+    /// are built under it.
+    pub public_url: String,
+    /// How long a dashboard sign-in link works.
+    pub dashboard_link_ttl: Duration,
 }
 
 impl AppState {
@@ -66,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/accounts", post(accounts::create_account))
         .route("/api/v1/accounts/{account_id}/teams", post(accounts::create_team))
         .route("/api/v1/teams/{team_id}/keys", post(accounts::create_team_key))
+        .route("/api/v1/teams/{team_id}/dashboard-links", post(dashboard_links::create))
         .route("/api/v1/events", post(events::publish))
         .route("/api/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route(
@@ -75,6 +83,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/webhooks/{webhook_id}/attempts",
             get(attempts::list_for_webhook),
+        )
+        .route(
+            "/api/v1/webhooks/{webhook_id}/events/{event_id}/resend",
+            post(webhooks::resend),
         )
         .route("/api/v1/attempts/{attempt_id}", get(attempts::get_one))
         .route("/api/v1/bot", post(bots::create).get(bots::list))

@@ -1,20 +1,23 @@
-//! Team webhooks: create, list, read, update, delete (team key).
+//! Team webhooks: create, list, read, update, delete (team key), and resend
+//! one of the team's events to a webhook.
 //!
 //! Any change to a webhook is signalled to the engine, which drops what it had
 //! queued for it; deactivation therefore stops delivery at once, pending
 //! retries included, and reactivation lets the scheduler pick them up again.
+//! A resend is a new delivery of the stored event (same id, same bytes) with
+//! its own series of attempts, marked `manual` in the log.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use herald_domain::ValidationError;
-use herald_domain::ids::{EndpointId, EndpointKind};
+use herald_domain::ids::{EndpointId, EndpointKind, EventId};
 use herald_domain::signing::Secret;
 use herald_domain::target::TargetError;
 use herald_domain::webhook::{
     EndpointStatus, UrlRefused, check_event_types, check_name, check_status, check_webhook_url,
 };
-use herald_store::{Endpoint, WebhookPatch};
+use herald_store::{Endpoint, ManualOutcome, WebhookPatch};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -132,6 +135,51 @@ pub async fn delete(
     state.store.delete_endpoint(&team, &id).await.map_err(not_found)?;
     state.engine.endpoint_changed(&id).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[tracing::instrument(skip_all, fields(team_id = %team, endpoint_id = %webhook_id, event_id = %event_id))]
+pub async fn resend(
+    State(state): State<AppState>,
+    TeamCaller(team): TeamCaller,
+    Path((webhook_id, event_id)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let webhook = parse_id(&webhook_id)?;
+    let event = EventId::parse(&event_id).map_err(|_| ApiError::NotFound("event"))?;
+    if !state.engine.has_room() {
+        return Err(ApiError::Overloaded { retry_after_s: 1 });
+    }
+    let outcome = state
+        .store
+        .resend(
+            &team,
+            &webhook,
+            &event,
+            &state.engine.new_lease(),
+            herald_engine::now_ms(),
+        )
+        .await?;
+    let delivery = manual_delivery(outcome)?;
+    state.engine.enqueue(vec![delivery]).await;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "webhookId": webhook, "eventId": event, "manual": true })),
+    ))
+}
+
+/// The delivery of a manual outcome, or the error that answers it.
+pub(crate) fn manual_delivery(outcome: ManualOutcome) -> Result<herald_store::ClaimedDelivery, ApiError> {
+    match outcome {
+        ManualOutcome::Created(delivery) => Ok(delivery),
+        ManualOutcome::UnknownWebhook => Err(ApiError::NotFound("webhook")),
+        ManualOutcome::UnknownEvent => Err(ApiError::NotFound("event")),
+        ManualOutcome::NotAWebhookEvent => Err(ApiError::Unprocessable {
+            code: "not_a_webhook_event",
+            message: "eventId: this is a real-time bot event; webhooks only take meeting.completed".into(),
+        }),
+        ManualOutcome::Deactivated => Err(ApiError::Conflict(
+            "the webhook is deactivated; activate it before resending".into(),
+        )),
+    }
 }
 
 /// An id that cannot be a webhook's names no webhook: 404, as for a missing one.

@@ -224,6 +224,36 @@ pub fn team_event_body(id: &str, event_type: EventType, created_at_ms: i64, data
     body
 }
 
+/// The `data` of a test event that a team sends to one of its webhooks from
+/// the dashboard: the seed's sample payload, routed to the team, with a fresh
+/// meeting id and names that say it is a test.
+pub fn sample_meeting_completed(account_id: &str, team_id: &str, meeting_id: &str) -> String {
+    serde_json::json!({
+        "meeting": {
+            "id": meeting_id,
+            "name": "Test event: Project Sync",
+            "startTime": "2025-10-10T10:23:27.000Z",
+            "ownerName": "Alex Rivers",
+            "participants": ["+12345678900"],
+            "atsRecordName": "First Last",
+            "isPrivate": false
+        },
+        "organization": {"accountId": account_id, "teamId": team_id},
+        "assets": {
+            "transcriptionUrl": "https://api.provider.com/v1/transcripts/abc123.txt",
+            "recordingUrl": "https://api.provider.com/v1/recordings/abc123.mp4",
+            "actionItemsUrl": "https://api.provider.com/v1/actions/abc123.json",
+            "databaseNotes": [{"name": "Summary", "note": "This is a test event sent from the Herald dashboard."}],
+            "followUpMaterials": [{
+                "name": "Meeting Recap",
+                "txtUrl": "https://api.provider.com/docs/recap.txt",
+                "pdfUrl": "https://api.provider.com/docs/recap.pdf"
+            }]
+        }
+    })
+    .to_string()
+}
+
 /// Whether two publishes with the same id carry the same event: same type and
 /// the same `data` as JSON values (key order and spacing aside).
 pub fn same_payload(event_type_a: &str, data_a: &str, event_type_b: &str, data_b: &str) -> bool {
@@ -296,6 +326,15 @@ mod tests {
             "meeting.completed",
             r#"{"a":2}"#
         ));
+    }
+
+    #[test]
+    fn the_test_event_sample_is_a_valid_meeting_completed() {
+        let data = sample_meeting_completed("acc_1", "team_1", "mtg_test");
+        let routing = check_meeting_completed(&raw(&data)).unwrap();
+        assert_eq!(routing.team_id, "team_1");
+        assert_eq!(routing.account_id, "acc_1");
+        assert_eq!(routing.meeting_id, "mtg_test");
     }
 
     #[test]

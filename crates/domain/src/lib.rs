@@ -10,11 +10,13 @@
 //! the bodies delivered for them ([`event`]), webhook validation
 //! ([`webhook`]), the target-URL rules ([`target`]), Standard Webhooks signing
 //! ([`signing`]), the retry policies ([`retry`]), attempt outcomes
-//! ([`attempt`]) and pagination cursors ([`cursor`]).
+//! ([`attempt`]), pagination cursors ([`cursor`]) and the dashboard's link and
+//! session tokens ([`dashboard`]).
 
 pub mod attempt;
 pub mod bot;
 pub mod cursor;
+pub mod dashboard;
 pub mod error;
 pub mod event;
 pub mod ids;

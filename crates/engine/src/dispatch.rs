@@ -151,8 +151,23 @@ impl Dispatcher {
                     released.push(job.id);
                     continue;
                 }
-                queue.jobs.push_back(job.clone());
+                // Publishes committed together may hand off in any order: keep
+                // the queue in store order behind what is already on the wire.
+                let at = if queue.ordered {
+                    queue
+                        .jobs
+                        .iter()
+                        .rposition(|queued| queued.id < job.id)
+                        .map_or(0, |i| i + 1)
+                } else {
+                    queue.jobs.len()
+                };
                 state.held.insert(job.id);
+                let queue = state
+                    .queues
+                    .entry(endpoint.clone())
+                    .or_insert_with(|| EndpointQueue::new(&endpoint));
+                queue.jobs.insert(at, job);
                 touched.push(endpoint);
             }
             touched.dedup();
@@ -455,11 +470,13 @@ impl Dispatcher {
             if let Some(queue) = state.queues.get(endpoint)
                 && queue.is_idle()
             {
-                // A synced ordered queue stays, so the next publish can go
-                // straight to memory; anything else is forgotten, and an
-                // unsynced ordered endpoint may have more waiting in the store.
-                if !(queue.ordered && queue.synced) {
-                    claim_more = queue.ordered;
+                // An idle unordered queue is forgotten. An ordered one stays
+                // while it is synced (the next publish can go straight to
+                // memory) or owes the store a claim (`released_up_to`: losing
+                // it would let a later claim call the queue synced too soon);
+                // an unsynced ordered endpoint may have more in the store.
+                claim_more = queue.ordered && !queue.synced;
+                if !queue.ordered || (!queue.synced && queue.released_up_to.is_none()) {
                     state.queues.remove(endpoint);
                 }
             }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use herald_domain::dashboard::{LINK_TTL_MS, SESSION_TTL_MS, check_public_url};
 use herald_domain::retry::RetryPolicy;
 use herald_domain::target::TargetPolicy;
 use herald_engine::EngineConfig;
@@ -40,6 +41,13 @@ pub struct Config {
     pub realtime_retry: RetryPolicy,
     /// How long a claim on a delivery holds without renewal.
     pub lease: Duration,
+    /// Where people reach this server, without a trailing slash; `None`
+    /// means `http://` and the address actually listened on.
+    pub public_url: Option<String>,
+    /// How long a dashboard sign-in link works.
+    pub dashboard_link_ttl: Duration,
+    /// How long a dashboard session lasts.
+    pub dashboard_session_ttl: Duration,
 }
 
 impl Config {
@@ -56,6 +64,9 @@ impl Config {
             standard_retry: RetryPolicy::standard(),
             realtime_retry: RetryPolicy::realtime(),
             lease: Duration::from_secs(10),
+            public_url: None,
+            dashboard_link_ttl: Duration::from_millis(LINK_TTL_MS as u64),
+            dashboard_session_ttl: Duration::from_millis(SESSION_TTL_MS as u64),
         }
     }
 
@@ -112,6 +123,10 @@ pub struct ServeArgs {
     /// SQLite durability: `normal` survives a killed process, `full` also power loss.
     #[arg(long, env = "HERALD_SQLITE_SYNC", default_value = "normal")]
     pub sqlite_sync: String,
+    /// Where people reach this server (dashboard links are built under it);
+    /// default `http://` and the listen address.
+    #[arg(long, env = "HERALD_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 /// Accepts the usual spellings of a boolean setting.
@@ -158,8 +173,14 @@ impl ServeArgs {
             bail!("HERALD_LEASE_MS / --lease-ms: must be at least 1000");
         }
         config.lease = Duration::from_millis(self.lease_ms);
+        config.public_url = self.public_url.as_deref().map(resolve_public_url).transpose()?;
         Ok(config)
     }
+}
+
+/// Checks `HERALD_PUBLIC_URL` / `--public-url`.
+pub fn resolve_public_url(raw: &str) -> anyhow::Result<String> {
+    check_public_url(raw.trim()).map_err(|why| anyhow::anyhow!("HERALD_PUBLIC_URL / --public-url: `{raw}` {why}"))
 }
 
 pub fn parse_database_url(raw: &str, durability: Durability) -> anyhow::Result<DatabaseLocation> {

@@ -1,6 +1,6 @@
 //! The `herald` binary's library half: settings ([`config`]) and the wiring of
-//! store, engine and API into one [`App`] that tests start exactly as `main`
-//! does, on a listener bound to port 0.
+//! store, engine, API and dashboard into one [`App`] that tests start exactly
+//! as `main` does, on a listener bound to port 0.
 
 pub mod config;
 
@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use herald_api::{ApiSettings, AppState};
+use herald_dashboard::{DashboardSettings, DashboardState};
 use herald_domain::keys::ApiKey;
 use herald_engine::{Engine, Metrics};
 use herald_store::Store;
@@ -62,12 +63,30 @@ impl App {
             shutdown.clone(),
         )
         .await?;
+        let public_url = match &config.public_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "http://{}",
+                listener.local_addr().context("the listener has no address")?
+            ),
+        };
         let settings = ApiSettings {
             target_policy: config.target_policy(),
             max_body_bytes: config.max_body_bytes,
+            public_url: public_url.clone(),
+            dashboard_link_ttl: config.dashboard_link_ttl,
         };
+        let dashboard = DashboardState::new(
+            Arc::clone(&store),
+            engine.clone(),
+            DashboardSettings {
+                public_url,
+                target_policy: config.target_policy(),
+                session_ttl: config.dashboard_session_ttl,
+            },
+        );
         let state = AppState::new(store, engine.clone(), admin_hash, settings);
-        let router = herald_api::router(state);
+        let router = herald_api::router(state).merge(herald_dashboard::router(dashboard));
         Ok(Self {
             listener,
             router,
@@ -129,6 +148,25 @@ async fn open_store(location: &DatabaseLocation) -> anyhow::Result<Arc<dyn Store
 /// Opens the store and applies its migrations, nothing else (`herald migrate`).
 pub async fn migrate(location: &DatabaseLocation) -> anyhow::Result<()> {
     open_store(location).await.map(|_| ())
+}
+
+/// Mints a one-time dashboard sign-in link for a team straight in the store
+/// (`herald dashboard-link`), as `POST /api/v1/teams/{teamId}/dashboard-links` does.
+pub async fn dashboard_link(
+    location: &DatabaseLocation,
+    team: &str,
+    public_url: &str,
+    ttl: std::time::Duration,
+) -> anyhow::Result<herald_api::dashboard_links::DashboardLink> {
+    let team = herald_domain::ids::TeamId::parse(team)
+        .with_context(|| format!("--team: `{team}` is not a team id like team_…"))?;
+    let store = open_store(location).await?;
+    herald_api::dashboard_links::mint(store.as_ref(), &team, public_url, ttl, herald_engine::now_ms())
+        .await
+        .map_err(|e| match e {
+            herald_store::StoreError::NotFound => anyhow::anyhow!("--team: there is no team {team} in this store"),
+            other => anyhow::Error::new(other).context("cannot store the link"),
+        })
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -1,7 +1,7 @@
 //! `herald`: the webhook delivery server. All wiring lives in the library.
 
 use clap::{Parser, Subcommand};
-use herald::config::{ServeArgs, parse_database_url};
+use herald::config::{ServeArgs, parse_database_url, resolve_public_url};
 use herald_store::sqlite::Durability;
 
 #[derive(Parser)]
@@ -24,11 +24,28 @@ enum Command {
         #[arg(long, env = "HERALD_DATABASE_URL", default_value = "sqlite://herald.db")]
         database_url: String,
     },
+    /// Print a one-time dashboard sign-in link for a team (opens the store directly).
+    DashboardLink {
+        /// The team the link opens the dashboard for.
+        #[arg(long)]
+        team: String,
+        #[arg(long, env = "HERALD_DATABASE_URL", default_value = "sqlite://herald.db")]
+        database_url: String,
+        /// Where people reach the server; default `http://` and the listen address.
+        #[arg(long, env = "HERALD_PUBLIC_URL")]
+        public_url: Option<String>,
+        /// Used for the default public URL.
+        #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Logs go to stderr: stdout carries what a command prints for people and
+    // scripts (the generated admin key, a dashboard link).
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     match Cli::parse().command {
@@ -45,6 +62,23 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate { database_url } => {
             herald::migrate(&parse_database_url(&database_url, Durability::Normal)?).await?;
             println!("migrations applied");
+            Ok(())
+        }
+        Command::DashboardLink {
+            team,
+            database_url,
+            public_url,
+            listen,
+        } => {
+            let public_url = match public_url {
+                Some(url) => resolve_public_url(&url)?,
+                None => resolve_public_url(&format!("http://{listen}"))?,
+            };
+            let location = parse_database_url(&database_url, Durability::Normal)?;
+            let ttl = herald::Config::new(location.clone()).dashboard_link_ttl;
+            let link = herald::dashboard_link(&location, &team, &public_url, ttl).await?;
+            println!("{}", link.url);
+            eprintln!("(works once, for {} minutes)", ttl.as_secs() / 60);
             Ok(())
         }
     }

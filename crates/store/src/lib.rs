@@ -17,7 +17,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
-use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, TeamId};
+use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EventId, TeamId};
 use herald_domain::keys::KeyHash;
 
 pub use model::*;
@@ -69,6 +69,33 @@ pub trait Store: Send + Sync + 'static {
     /// `NotFound` if the team does not exist.
     async fn create_team_key(&self, team: &TeamId, hash: &KeyHash, now_ms: i64) -> StoreResult<()>;
     async fn team_for_key(&self, hash: &KeyHash) -> StoreResult<Option<TeamId>>;
+    /// `NotFound` if the team does not exist.
+    async fn get_team(&self, team: &TeamId) -> StoreResult<Team>;
+
+    /// Stores a one-time dashboard sign-in link (its token's hash) for a team,
+    /// usable until `expires_at_ms`, and forgets links and sessions that have
+    /// expired. `NotFound` if the team does not exist.
+    async fn create_dashboard_link(
+        &self,
+        team: &TeamId,
+        link: &KeyHash,
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+    /// Uses up a sign-in link and opens a session (stored as `session`'s hash)
+    /// for its team, in one transaction. `None`, and no session, if the link
+    /// is unknown, expired or already used.
+    async fn redeem_dashboard_link(
+        &self,
+        link: &KeyHash,
+        session: &KeyHash,
+        session_expires_at_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<Option<TeamId>>;
+    /// The session with this hash, if it exists and has not expired.
+    async fn dashboard_session(&self, session: &KeyHash, now_ms: i64) -> StoreResult<Option<DashboardSession>>;
+    /// Ends a session (sign-out). Ending an unknown one is not an error.
+    async fn delete_dashboard_session(&self, session: &KeyHash) -> StoreResult<()>;
 
     async fn create_endpoint(&self, endpoint: &Endpoint) -> StoreResult<()>;
     async fn list_webhooks(&self, team: &TeamId) -> StoreResult<Vec<Endpoint>>;
@@ -98,6 +125,27 @@ pub trait Store: Send + Sync + 'static {
         events: Vec<NewBotEvent>,
         lease: Option<&Lease>,
     ) -> StoreResult<BotPublishOutcome>;
+
+    /// Makes a new delivery of a stored event of the team to one of its
+    /// webhooks, with the event's exact body, marked manual and leased to the
+    /// caller: the resend of the dashboard and of the API.
+    async fn resend(
+        &self,
+        team: &TeamId,
+        webhook: &EndpointId,
+        event: &EventId,
+        lease: &Lease,
+        now_ms: i64,
+    ) -> StoreResult<ManualOutcome>;
+    /// Stores a new event of the webhook's team and one delivery of it, marked
+    /// manual and leased to the caller, to that webhook only (a test event).
+    /// `event.id_given` is ignored: the id must be new.
+    async fn publish_test_event(
+        &self,
+        event: NewEvent,
+        webhook: &EndpointId,
+        lease: &Lease,
+    ) -> StoreResult<ManualOutcome>;
 
     /// Leases up to `limit` unordered deliveries that are due at `now_ms` and
     /// whose endpoint is active, oldest due first.

@@ -221,4 +221,30 @@ pub struct Attempt {
     pub request_body: Option<Bytes>,
     pub response: Option<ResponseRecord>,
     pub error: Option<String>,
+    /// The delivery was asked for by a person (a resend or a test event from
+    /// the dashboard), not made by a publish.
+    pub manual: bool,
+}
+
+/// A signed-in dashboard session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DashboardSession {
+    /// The only team this session may see.
+    pub team_id: TeamId,
+    pub expires_at: i64,
+}
+
+/// What asking for a manual delivery (a resend, a test event) came to.
+#[derive(Debug)]
+pub enum ManualOutcome {
+    /// Stored: one new delivery, marked manual, leased to the caller.
+    Created(ClaimedDelivery),
+    /// No such webhook in this team.
+    UnknownWebhook,
+    /// No such event in this team.
+    UnknownEvent,
+    /// The event is a real-time bot event, which webhooks do not take.
+    NotAWebhookEvent,
+    /// The webhook is deactivated: nothing may be delivered to it.
+    Deactivated,
 }

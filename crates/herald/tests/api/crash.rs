@@ -16,13 +16,15 @@ async fn a_new_store_prints_its_generated_admin_key_once() {
     let data = TestData::new().await;
     let port = free_port();
     let server = start_server(&data, port, None).await;
-    let key = {
-        let lines = server.stdout_lines.lock().unwrap();
-        lines
-            .iter()
-            .find(|l| l.starts_with("hadm_"))
-            .cloned()
-            .expect("the key is printed")
+    // The reader thread may not have the line yet when the server is ready.
+    let printed = Instant::now();
+    let key = loop {
+        let found = server.stdout_lines.lock().unwrap().iter().find(|l| l.starts_with("hadm_")).cloned();
+        if let Some(key) = found {
+            break key;
+        }
+        assert!(printed.elapsed() < Duration::from_secs(5), "the key is printed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let client = reqwest::Client::new();
     let (status, _) = post(

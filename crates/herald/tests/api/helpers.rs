@@ -470,3 +470,18 @@ pub fn signature_is_valid(secret: &str, received: &Received) -> bool {
     );
     received.header("webhook-signature").split(' ').any(|s| s == expected)
 }
+
+impl TestApp {
+    /// A one-time dashboard sign-in link for the team, from the admin API.
+    pub async fn dashboard_link(&self, team: &TestTeam) -> String {
+        let (status, link) = self
+            .post(
+                &format!("/api/v1/teams/{}/dashboard-links", team.team_id),
+                ADMIN_KEY,
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{link}");
+        link["url"].as_str().expect("url").to_owned()
+    }
+}

@@ -62,6 +62,14 @@ impl TestData {
         };
         Self { dir, postgres }
     }
+
+    /// The `HERALD_DATABASE_URL` of this data.
+    pub fn database_url(&self) -> String {
+        match &self.postgres {
+            Some(pg) => pg.url.clone(),
+            None => format!("sqlite://{}", self.dir.path().join("herald.db").display()),
+        }
+    }
 }
 
 pub struct PgSchema {

@@ -187,6 +187,181 @@ impl Store for PgStore {
         Ok(row.map(|r| TeamId::from_stored(r.get(0))))
     }
 
+    async fn get_team(&self, team: &TeamId) -> StoreResult<Team> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT id, account_id, name, created_at FROM teams WHERE id = $1",
+                &[&team.as_str()],
+            )
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound)?;
+        Ok(Team {
+            id: TeamId::from_stored(row.get(0)),
+            account_id: AccountId::from_stored(row.get(1)),
+            name: row.get(2),
+            created_at: row.get(3),
+        })
+    }
+
+    async fn create_dashboard_link(
+        &self,
+        team: &TeamId,
+        link: &KeyHash,
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        tx.execute("DELETE FROM dashboard_links WHERE expires_at < $1", &[&now_ms])
+            .await
+            .map_err(pg_error)?;
+        tx.execute("DELETE FROM dashboard_sessions WHERE expires_at < $1", &[&now_ms])
+            .await
+            .map_err(pg_error)?;
+        let n = tx
+            .execute(
+                "INSERT INTO dashboard_links (hash, team_id, expires_at, created_at)
+                 SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM teams WHERE id = $2)",
+                &[&link.as_str(), &team.as_str(), &expires_at_ms, &now_ms],
+            )
+            .await
+            .map_err(pg_error)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn redeem_dashboard_link(
+        &self,
+        link: &KeyHash,
+        session: &KeyHash,
+        session_expires_at_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<Option<TeamId>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let team: Option<String> = tx
+            .query_opt(
+                "UPDATE dashboard_links SET used_at = $1
+                 WHERE hash = $2 AND used_at IS NULL AND expires_at > $1
+                 RETURNING team_id",
+                &[&now_ms, &link.as_str()],
+            )
+            .await
+            .map_err(pg_error)?
+            .map(|r| r.get(0));
+        let Some(team) = team else { return Ok(None) };
+        tx.execute(
+            "INSERT INTO dashboard_sessions (hash, team_id, expires_at, created_at) VALUES ($1, $2, $3, $4)",
+            &[&session.as_str(), &team, &session_expires_at_ms, &now_ms],
+        )
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(Some(TeamId::from_stored(team)))
+    }
+
+    async fn dashboard_session(&self, session: &KeyHash, now_ms: i64) -> StoreResult<Option<DashboardSession>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT team_id, expires_at FROM dashboard_sessions WHERE hash = $1 AND expires_at > $2",
+                &[&session.as_str(), &now_ms],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(row.map(|r| DashboardSession {
+            team_id: TeamId::from_stored(r.get(0)),
+            expires_at: r.get(1),
+        }))
+    }
+
+    async fn delete_dashboard_session(&self, session: &KeyHash) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute("DELETE FROM dashboard_sessions WHERE hash = $1", &[&session.as_str()])
+            .await
+            .map_err(pg_error)
+            .map(|_| ())
+    }
+
+    async fn resend(
+        &self,
+        team: &TeamId,
+        webhook: &EndpointId,
+        event: &EventId,
+        lease: &Lease,
+        now_ms: i64,
+    ) -> StoreResult<ManualOutcome> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let endpoint = match manual_target(&tx, team.as_str(), webhook.as_str()).await? {
+            Ok(endpoint) => endpoint,
+            Err(refused) => return Ok(refused),
+        };
+        let stored = tx
+            .query_opt(
+                "SELECT event_type, body FROM events WHERE id = $1 AND team_id = $2",
+                &[&event.as_str(), &team.as_str()],
+            )
+            .await
+            .map_err(pg_error)?;
+        let Some(stored) = stored else {
+            return Ok(ManualOutcome::UnknownEvent);
+        };
+        let event_type = event_type_from(stored.get(0))?;
+        if !event_type.is_team_webhook_type() {
+            return Ok(ManualOutcome::NotAWebhookEvent);
+        }
+        let body = Bytes::from(stored.get::<_, Vec<u8>>(1));
+        let delivery = insert_manual_delivery(&tx, &endpoint, event.clone(), event_type, body, now_ms, lease).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(ManualOutcome::Created(delivery))
+    }
+
+    async fn publish_test_event(
+        &self,
+        event: NewEvent,
+        webhook: &EndpointId,
+        lease: &Lease,
+    ) -> StoreResult<ManualOutcome> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let endpoint = match manual_target(&tx, &event.team_id, webhook.as_str()).await? {
+            Ok(endpoint) => endpoint,
+            Err(refused) => return Ok(refused),
+        };
+        tx.execute(
+            "INSERT INTO events (id, team_id, event_type, created_at, body) VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &event.id.as_str(),
+                &event.team_id,
+                &event.event_type.as_str(),
+                &event.created_at,
+                &&event.body[..],
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+        let delivery = insert_manual_delivery(
+            &tx,
+            &endpoint,
+            event.id,
+            event.event_type,
+            event.body,
+            event.created_at,
+            lease,
+        )
+        .await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(ManualOutcome::Created(delivery))
+    }
+
     async fn create_endpoint(&self, endpoint: &Endpoint) -> StoreResult<()> {
         let client = self.client().await?;
         insert_endpoint(&client, endpoint, 0).await
@@ -876,6 +1051,61 @@ async fn listen(config: tokio_postgres::Config, tx: mpsc::Sender<StoreSignal>) {
     }
 }
 
+/// The webhook a manual delivery goes to: the team's, and active; otherwise
+/// the outcome to answer instead.
+async fn manual_target(
+    client: &impl deadpool_postgres::GenericClient,
+    team: &str,
+    webhook: &str,
+) -> StoreResult<Result<Endpoint, ManualOutcome>> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = $1 AND team_id = $2 AND kind = $3"),
+            &[&webhook, &team, &EndpointKind::Webhook.as_str()],
+        )
+        .await
+        .map_err(pg_error)?;
+    let Some(row) = row else {
+        return Ok(Err(ManualOutcome::UnknownWebhook));
+    };
+    let endpoint = endpoint_from_row(&row)?;
+    if endpoint.status != EndpointStatus::Active {
+        return Ok(Err(ManualOutcome::Deactivated));
+    }
+    Ok(Ok(endpoint))
+}
+
+/// A new pending delivery marked manual, due now and leased to the caller.
+async fn insert_manual_delivery(
+    client: &impl deadpool_postgres::GenericClient,
+    endpoint: &Endpoint,
+    event_id: EventId,
+    event_type: EventType,
+    body: Bytes,
+    now_ms: i64,
+    lease: &Lease,
+) -> StoreResult<ClaimedDelivery> {
+    let row = client
+        .query_one(
+            "INSERT INTO deliveries (event_id, endpoint_id, team_id, state, attempts, next_attempt_at, locked_until, locked_by, manual, created_at)
+             VALUES ($1, $2, $3, 'pending', 0, $4, $5, $6, TRUE, $4) RETURNING seq",
+            &[&event_id.as_str(), &endpoint.id.as_str(), &endpoint.team_id.as_str(), &now_ms, &lease.until_ms, &lease.node],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(ClaimedDelivery {
+        id: DeliveryId(row.get(0)),
+        team_id: endpoint.team_id.clone(),
+        event_id,
+        event_type,
+        body,
+        endpoint_id: endpoint.id.clone(),
+        url: endpoint.url.clone(),
+        secret: endpoint.secret.clone(),
+        attempt: 1,
+    })
+}
+
 async fn existing_event(
     tx: &impl deadpool_postgres::GenericClient,
     event: &NewEvent,
@@ -966,11 +1196,11 @@ async fn record_in(client: &impl deadpool_postgres::GenericClient, r: &AttemptRe
             "WITH moved AS (
                  UPDATE deliveries SET state = $1, attempts = $2, next_attempt_at = $3,
                      locked_until = $4, locked_by = CASE WHEN $4::bigint IS NULL THEN NULL ELSE locked_by END
-                 WHERE seq = $5 RETURNING seq
+                 WHERE seq = $5 RETURNING seq, manual
              )
              INSERT INTO attempts (id, delivery_seq, team_id, endpoint_id, event_id, event_type, attempt, timestamp, status,
-                 duration_ms, request_url, request_headers, response_status, response_headers, response_body, error)
-             SELECT $6, seq, $7, $8, $9, $10, $2, $11, $12, $13, $14, $15, $16, $17, $18, $19 FROM moved",
+                 duration_ms, request_url, request_headers, response_status, response_headers, response_body, error, manual)
+             SELECT $6, seq, $7, $8, $9, $10, $2, $11, $12, $13, $14, $15, $16, $17, $18, $19, manual FROM moved",
             &[
                 &state,
                 &(r.attempt as i32),
@@ -1052,14 +1282,14 @@ fn claimed_from_row(r: &Row) -> StoreResult<ClaimedDelivery> {
 }
 
 const ATTEMPT_COLUMNS: &str = "a.seq, a.id, a.endpoint_id, a.event_id, a.event_type, a.attempt, a.timestamp, a.status, \
-     a.duration_ms, a.request_url, a.request_headers, a.response_status, a.response_headers, a.error";
+     a.duration_ms, a.request_url, a.request_headers, a.response_status, a.response_headers, a.error, a.manual";
 
 fn attempt_from_row(r: &Row) -> StoreResult<Attempt> {
     let status: &str = r.get(7);
     let response_status: Option<i32> = r.get(11);
     let response_headers: Option<String> = r.get(12);
-    let response_body: Option<Vec<u8>> = r.get(14);
-    let request_body: Option<Vec<u8>> = r.get(15);
+    let response_body: Option<Vec<u8>> = r.get(15);
+    let request_body: Option<Vec<u8>> = r.get(16);
     Ok(Attempt {
         seq: r.get(0),
         id: AttemptId::from_stored(r.get(1)),
@@ -1080,6 +1310,7 @@ fn attempt_from_row(r: &Row) -> StoreResult<Attempt> {
             body: response_body.unwrap_or_default(),
         }),
         error: r.get(13),
+        manual: r.get(14),
     })
 }
 

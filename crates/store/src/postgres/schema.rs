@@ -96,6 +96,25 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX attempts_endpoint_status ON attempts(endpoint_id, status, seq);
     CREATE INDEX attempts_endpoint_event ON attempts(endpoint_id, event_id, seq);
     "#,
+    // 2: the dashboard: sign-in links and sessions (hashes only), and the
+    // `manual` mark of deliveries asked for by a person, copied to their attempts.
+    r#"
+    CREATE TABLE dashboard_links (
+        hash TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        used_at BIGINT,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE dashboard_sessions (
+        hash TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    ALTER TABLE deliveries ADD COLUMN manual BOOLEAN NOT NULL DEFAULT FALSE;
+    ALTER TABLE attempts ADD COLUMN manual BOOLEAN NOT NULL DEFAULT FALSE;
+    "#,
 ];
 
 /// Brings the schema up to the newest version.

@@ -155,6 +155,120 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn get_team(&self, team: &TeamId) -> StoreResult<Team> {
+        let team = team.as_str().to_owned();
+        self.conns
+            .read(move |c| {
+                c.query_row(
+                    "SELECT id, account_id, name, created_at FROM teams WHERE id = ?1",
+                    [team],
+                    |r| {
+                        Ok(Team {
+                            id: TeamId::from_stored(r.get(0)?),
+                            account_id: AccountId::from_stored(r.get(1)?),
+                            name: r.get(2)?,
+                            created_at: r.get(3)?,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(internal)?
+                .ok_or(StoreError::NotFound)
+            })
+            .await
+    }
+
+    async fn create_dashboard_link(
+        &self,
+        team: &TeamId,
+        link: &KeyHash,
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let (team, link) = (team.as_str().to_owned(), link.as_str().to_owned());
+        self.conns
+            .write(move |c| {
+                if !exists(c, "SELECT 1 FROM teams WHERE id = ?1", &team)? {
+                    return Err(StoreError::NotFound);
+                }
+                c.execute("DELETE FROM dashboard_links WHERE expires_at < ?1", [now_ms])
+                    .map_err(internal)?;
+                c.execute("DELETE FROM dashboard_sessions WHERE expires_at < ?1", [now_ms])
+                    .map_err(internal)?;
+                c.execute(
+                    "INSERT INTO dashboard_links (hash, team_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![link, team, expires_at_ms, now_ms],
+                )
+                .map_err(internal)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn redeem_dashboard_link(
+        &self,
+        link: &KeyHash,
+        session: &KeyHash,
+        session_expires_at_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<Option<TeamId>> {
+        let (link, session) = (link.as_str().to_owned(), session.as_str().to_owned());
+        self.conns
+            .write(move |c| {
+                let team: Option<String> = c
+                    .query_row(
+                        "UPDATE dashboard_links SET used_at = ?1
+                         WHERE hash = ?2 AND used_at IS NULL AND expires_at > ?1
+                         RETURNING team_id",
+                        params![now_ms, link],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(internal)?;
+                let Some(team) = team else {
+                    return Ok(None);
+                };
+                c.execute(
+                    "INSERT INTO dashboard_sessions (hash, team_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![session, team, session_expires_at_ms, now_ms],
+                )
+                .map_err(internal)?;
+                Ok(Some(TeamId::from_stored(team)))
+            })
+            .await
+    }
+
+    async fn dashboard_session(&self, session: &KeyHash, now_ms: i64) -> StoreResult<Option<DashboardSession>> {
+        let session = session.as_str().to_owned();
+        self.conns
+            .read(move |c| {
+                c.query_row(
+                    "SELECT team_id, expires_at FROM dashboard_sessions WHERE hash = ?1 AND expires_at > ?2",
+                    params![session, now_ms],
+                    |r| {
+                        Ok(DashboardSession {
+                            team_id: TeamId::from_stored(r.get(0)?),
+                            expires_at: r.get(1)?,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(internal)
+            })
+            .await
+    }
+
+    async fn delete_dashboard_session(&self, session: &KeyHash) -> StoreResult<()> {
+        let session = session.as_str().to_owned();
+        self.conns
+            .write(move |c| {
+                c.execute("DELETE FROM dashboard_sessions WHERE hash = ?1", [session])
+                    .map_err(internal)?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn create_endpoint(&self, endpoint: &Endpoint) -> StoreResult<()> {
         let e = endpoint.clone();
         self.conns.write(move |c| insert_endpoint(c, &e, 0)).await
@@ -343,6 +457,95 @@ impl Store for SqliteStore {
 
     async fn announce_endpoint_changed(&self, _endpoint: &EndpointId) -> StoreResult<()> {
         Ok(())
+    }
+
+    async fn resend(
+        &self,
+        team: &TeamId,
+        webhook: &EndpointId,
+        event: &EventId,
+        lease: &Lease,
+        now_ms: i64,
+    ) -> StoreResult<ManualOutcome> {
+        let (team, webhook, event, lease) = (
+            team.as_str().to_owned(),
+            webhook.as_str().to_owned(),
+            event.as_str().to_owned(),
+            lease.clone(),
+        );
+        self.conns
+            .write(move |c| {
+                let endpoint = match manual_target(c, &team, &webhook)? {
+                    Ok(endpoint) => endpoint,
+                    Err(refused) => return Ok(refused),
+                };
+                let stored = c
+                    .query_row(
+                        "SELECT event_type, body FROM events WHERE id = ?1 AND team_id = ?2",
+                        params![event, team],
+                        |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)),
+                    )
+                    .optional()
+                    .map_err(internal)?;
+                let Some((event_type, body)) = stored else {
+                    return Ok(ManualOutcome::UnknownEvent);
+                };
+                let event_type = event_type_from(&event_type).map_err(internal)?;
+                if !event_type.is_team_webhook_type() {
+                    return Ok(ManualOutcome::NotAWebhookEvent);
+                }
+                let delivery = insert_manual_delivery(
+                    c,
+                    &endpoint,
+                    EventId::from_stored(event),
+                    event_type,
+                    Bytes::from(body),
+                    now_ms,
+                    &lease,
+                )?;
+                Ok(ManualOutcome::Created(delivery))
+            })
+            .await
+    }
+
+    async fn publish_test_event(
+        &self,
+        event: NewEvent,
+        webhook: &EndpointId,
+        lease: &Lease,
+    ) -> StoreResult<ManualOutcome> {
+        let (webhook, lease) = (webhook.as_str().to_owned(), lease.clone());
+        self.conns
+            .write(move |c| {
+                let endpoint = match manual_target(c, &event.team_id, &webhook)? {
+                    Ok(endpoint) => endpoint,
+                    Err(refused) => return Ok(refused),
+                };
+                c.prepare_cached(
+                    "INSERT INTO events (id, team_id, event_type, created_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        event.id.as_str(),
+                        event.team_id,
+                        event.event_type.as_str(),
+                        event.created_at,
+                        &event.body[..]
+                    ])
+                })
+                .map_err(internal)?;
+                let delivery = insert_manual_delivery(
+                    c,
+                    &endpoint,
+                    event.id,
+                    event.event_type,
+                    event.body,
+                    event.created_at,
+                    &lease,
+                )?;
+                Ok(ManualOutcome::Created(delivery))
+            })
+            .await
     }
 
     async fn claim_due(&self, now_ms: i64, limit: usize, lease: &Lease) -> StoreResult<Vec<ClaimedDelivery>> {
@@ -655,6 +858,8 @@ fn bot_from_row(r: &Row<'_>) -> rusqlite::Result<Bot> {
     })
 }
 
+/// A bot's real-time endpoints in the order its Create Bot request gave them:
+/// insertion order, since ids minted in the same millisecond sort at random.
 fn bot_endpoints(c: &Connection, bot: &str) -> StoreResult<Vec<Endpoint>> {
     let mut stmt = c
         .prepare_cached(&format!(
@@ -723,14 +928,67 @@ fn load_endpoint(c: &Connection, team: &str, id: &str) -> StoreResult<Endpoint> 
     .ok_or(StoreError::NotFound)
 }
 
+/// The webhook a manual delivery goes to: the team's, and active. The
+/// outcome to answer instead when it may not take one.
+fn manual_target(c: &Connection, team: &str, webhook: &str) -> StoreResult<Result<Endpoint, ManualOutcome>> {
+    let endpoint = match load_endpoint(c, team, webhook) {
+        Ok(endpoint) if endpoint.id.kind() == EndpointKind::Webhook => endpoint,
+        Ok(_) | Err(StoreError::NotFound) => return Ok(Err(ManualOutcome::UnknownWebhook)),
+        Err(other) => return Err(other),
+    };
+    if endpoint.status != EndpointStatus::Active {
+        return Ok(Err(ManualOutcome::Deactivated));
+    }
+    Ok(Ok(endpoint))
+}
+
+/// A new pending delivery marked manual, due now and leased to the caller;
+/// it sends the event's stored body.
+fn insert_manual_delivery(
+    c: &Connection,
+    endpoint: &Endpoint,
+    event_id: EventId,
+    event_type: EventType,
+    body: Bytes,
+    now_ms: i64,
+    lease: &Lease,
+) -> StoreResult<ClaimedDelivery> {
+    c.prepare_cached(
+        "INSERT INTO deliveries (event_id, endpoint_id, team_id, state, attempts, next_attempt_at, locked_until, locked_by, manual, created_at)
+         VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?5, ?6, 1, ?4)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            event_id.as_str(),
+            endpoint.id.as_str(),
+            endpoint.team_id.as_str(),
+            now_ms,
+            lease.until_ms,
+            lease.node
+        ])
+    })
+    .map_err(internal)?;
+    Ok(ClaimedDelivery {
+        id: DeliveryId(c.last_insert_rowid()),
+        team_id: endpoint.team_id.clone(),
+        event_id,
+        event_type,
+        body,
+        endpoint_id: endpoint.id.clone(),
+        url: endpoint.url.clone(),
+        secret: endpoint.secret.clone(),
+        attempt: 1,
+    })
+}
+
 const ATTEMPT_COLUMNS: &str = "a.seq, a.id, a.endpoint_id, a.event_id, a.event_type, a.attempt, a.timestamp, a.status, \
-     a.duration_ms, a.request_url, a.request_headers, a.response_status, a.response_headers, a.error";
+     a.duration_ms, a.request_url, a.request_headers, a.response_status, a.response_headers, a.error, a.manual";
 
 fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
     let response_status: Option<u16> = r.get(11)?;
     let response_headers: Option<String> = r.get(12)?;
-    let response_body: Option<Vec<u8>> = r.get(14)?;
-    let request_body: Option<Vec<u8>> = r.get(15)?;
+    let response_body: Option<Vec<u8>> = r.get(15)?;
+    let request_body: Option<Vec<u8>> = r.get(16)?;
     Ok(Attempt {
         seq: r.get(0)?,
         id: AttemptId::from_stored(r.get(1)?),
@@ -753,6 +1011,7 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
             body: response_body.unwrap_or_default(),
         }),
         error: r.get(13)?,
+        manual: r.get(14)?,
     })
 }
 
@@ -985,8 +1244,9 @@ fn record_in(c: &Connection, r: &AttemptRecord) -> StoreResult<()> {
     let response = r.response.as_ref();
     c.prepare_cached(
         "INSERT INTO attempts (id, delivery_seq, team_id, endpoint_id, event_id, event_type, attempt, timestamp, status,
-             duration_ms, request_url, request_headers, response_status, response_headers, response_body, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+             duration_ms, request_url, request_headers, response_status, response_headers, response_body, error, manual)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                 COALESCE((SELECT manual FROM deliveries WHERE seq = ?2), 0))",
     )
     .and_then(|mut s| {
         s.execute(params![

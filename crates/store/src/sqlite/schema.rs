@@ -114,6 +114,26 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX attempts_endpoint_status ON attempts(endpoint_id, status, seq);
     CREATE INDEX attempts_endpoint_event ON attempts(endpoint_id, event_id, seq);
     "#,
+    // 2: the dashboard: sign-in links and sessions (hashes only), and the
+    // `manual` mark of deliveries asked for by a person (resend, test event),
+    // copied to each of their attempts.
+    r#"
+    CREATE TABLE dashboard_links (
+        hash TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE dashboard_sessions (
+        hash TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    ALTER TABLE deliveries ADD COLUMN manual INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE attempts ADD COLUMN manual INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Brings the schema up to the newest version.

@@ -1,0 +1,203 @@
+//! How values are shown to a person: URLs with their secrets masked, times
+//! with their time zone, JSON bodies indented. Pure functions.
+
+/// What stands for a hidden value.
+pub const MASK: &str = "•••";
+
+/// A URL as the dashboard shows it: every query-string value, any password
+/// and any fragment replaced by [`MASK`], since receivers often put a token
+/// there (the real-time seed recommends it). Keys stay readable.
+pub fn mask_url(raw: &str) -> String {
+    let (rest, fragment) = match raw.split_once('#') {
+        Some((rest, _)) => (rest, Some(MASK)),
+        None => (raw, None),
+    };
+    let (base, query) = match rest.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (rest, None),
+    };
+    let mut out = mask_userinfo(base);
+    if let Some(query) = query {
+        out.push('?');
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) => format!("{key}={MASK}"),
+                None if pair.is_empty() => String::new(),
+                None => MASK.to_owned(),
+            })
+            .collect();
+        out.push_str(&pairs.join("&"));
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
+fn mask_userinfo(base: &str) -> String {
+    let Some(scheme_end) = base.find("://") else {
+        return base.to_owned();
+    };
+    let authority_start = scheme_end + 3;
+    let authority_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    match base[authority_start..authority_end].rfind('@') {
+        Some(at) => format!(
+            "{}{MASK}@{}",
+            &base[..authority_start],
+            &base[authority_start + at + 1..]
+        ),
+        None => base.to_owned(),
+    }
+}
+
+/// Unix milliseconds as `2025-10-10 10:23:27 UTC`: the page's script shows
+/// it in the viewer's own time zone, and this is what shows without script.
+pub fn utc_time(ms: i64) -> String {
+    let (date, (h, m, s), _) = civil(ms);
+    format!("{date} {h:02}:{m:02}:{s:02} UTC")
+}
+
+/// Unix milliseconds as RFC 3339 (`2025-10-10T10:23:27.000Z`), for `<time datetime>`.
+pub fn iso_time(ms: i64) -> String {
+    let (date, (h, m, s), millis) = civil(ms);
+    format!("{date}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
+}
+
+/// The UTC calendar date, time of day and milliseconds of a Unix time
+/// (Howard Hinnant's `civil_from_days`).
+fn civil(ms: i64) -> (String, (i64, i64, i64), i64) {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let of_day = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        format!("{year:04}-{month:02}-{day:02}"),
+        (of_day / 3600, of_day % 3600 / 60, of_day % 60),
+        millis,
+    )
+}
+
+/// A body for reading: JSON indented by two spaces with its keys in the order
+/// sent (re-indenting the text rather than parsing into a map, which would
+/// sort them); anything else as text.
+pub fn pretty_body(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
+        return text.into_owned();
+    }
+    indent_json(&text)
+}
+
+fn indent_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut chars = text.chars().peekable();
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        out.push_str(&"  ".repeat(depth));
+    };
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                while chars.peek().is_some_and(|n| n.is_whitespace()) {
+                    chars.next();
+                }
+                if chars.peek().is_some_and(|&n| n == '}' || n == ']') {
+                    if let Some(close) = chars.next() {
+                        out.push(close);
+                    }
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_passwords_and_fragments_are_masked() {
+        assert_eq!(
+            mask_url("https://my-app.com/api/webhook/recall?token=abc&x=1"),
+            "https://my-app.com/api/webhook/recall?token=•••&x=•••"
+        );
+        assert_eq!(mask_url("https://h.example.com/hook"), "https://h.example.com/hook");
+        assert_eq!(
+            mask_url("https://h.example.com/h?secret"),
+            "https://h.example.com/h?•••"
+        );
+        assert_eq!(
+            mask_url("https://user:pw@h.example.com/h#frag"),
+            "https://•••@h.example.com/h#•••"
+        );
+        assert_eq!(
+            mask_url("https://h.example.com/a@b?k=v"),
+            "https://h.example.com/a@b?k=•••"
+        );
+    }
+
+    #[test]
+    fn times_are_shown_in_utc() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_time(1_765_198_584_697), "2025-12-08 12:56:24 UTC");
+        assert_eq!(iso_time(1_765_198_584_697), "2025-12-08T12:56:24.697Z");
+        assert_eq!(utc_time(951_782_400_000), "2000-02-29 00:00:00 UTC");
+    }
+
+    #[test]
+    fn json_is_indented_in_the_order_sent() {
+        let body = br#"{"z":1,"a":{"b":[1,2],"e":{}},"s":"x,{y}: \"q\""}"#;
+        assert_eq!(
+            pretty_body(body),
+            "{\n  \"z\": 1,\n  \"a\": {\n    \"b\": [\n      1,\n      2\n    ],\n    \"e\": {}\n  },\n  \"s\": \"x,{y}: \\\"q\\\"\"\n}"
+        );
+        assert_eq!(pretty_body(b"not json <b>"), "not json <b>");
+    }
+}
