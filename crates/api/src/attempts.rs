@@ -62,7 +62,13 @@ pub(crate) async fn page(
         .await?;
     let next_cursor = if page.len() > limit {
         page.truncate(limit);
-        page.last().map(|a| Cursor(a.seq).encode())
+        page.last().map(|a| {
+            Cursor {
+                timestamp_ms: a.timestamp_ms,
+                seq: a.seq,
+            }
+            .encode()
+        })
     } else {
         None
     };
@@ -115,18 +121,14 @@ pub(crate) fn parse_filter(query: &ListQuery) -> Result<AttemptFilter, ApiError>
             }
         },
     };
-    let before_seq = match query.cursor.as_deref().filter(|s| !s.is_empty()) {
+    let before = match query.cursor.as_deref().filter(|s| !s.is_empty()) {
         None => None,
-        Some(raw) => Some(
-            Cursor::decode(raw)
-                .ok_or_else(|| bad("cursor: not a cursor from this API".into()))?
-                .0,
-        ),
+        Some(raw) => Some(Cursor::decode(raw).ok_or_else(|| bad("cursor: not a cursor from this API".into()))?),
     };
     Ok(AttemptFilter {
         status,
         event_id,
-        before_seq,
+        before,
         limit,
     })
 }

@@ -52,7 +52,7 @@ pub struct LogTarget {
 pub struct Filter {
     status: Option<AttemptStatus>,
     event_id: Option<EventId>,
-    before: Option<i64>,
+    before: Option<Cursor>,
     limit: usize,
     status_raw: String,
     event_id_raw: String,
@@ -80,7 +80,7 @@ impl Filter {
         let before = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
             None => None,
             Some(raw) => match Cursor::decode(raw) {
-                Some(cursor) => Some(cursor.0),
+                Some(cursor) => Some(cursor),
                 None => {
                     problem = Some("This page link is not valid any more; go back to the newest attempts.".into());
                     None
@@ -165,7 +165,11 @@ impl Row {
         let (tone, label) = attempt_status(a.status);
         Self {
             id: a.id.to_string(),
-            cursor: Cursor(a.seq).encode(),
+            cursor: Cursor {
+                timestamp_ms: a.timestamp_ms,
+                seq: a.seq,
+            }
+            .encode(),
             event_id: a.event_id.to_string(),
             event_type: a.event_type.as_str(),
             timestamp: a.timestamp_ms,
@@ -219,14 +223,20 @@ pub async fn load(
             &AttemptFilter {
                 status: filter.status,
                 event_id: filter.event_id.clone(),
-                before_seq: filter.before,
+                before: filter.before,
                 limit: filter.limit + 1,
             },
         )
         .await?;
     let next = if attempts.len() > filter.limit {
         attempts.truncate(filter.limit);
-        attempts.last().map(|a| Cursor(a.seq).encode())
+        attempts.last().map(|a| {
+            Cursor {
+                timestamp_ms: a.timestamp_ms,
+                seq: a.seq,
+            }
+            .encode()
+        })
     } else {
         None
     };

@@ -197,8 +197,8 @@ pub struct ResponseRecord {
 pub struct AttemptFilter {
     pub status: Option<AttemptStatus>,
     pub event_id: Option<EventId>,
-    /// Only attempts older than this position (from a cursor).
-    pub before_seq: Option<i64>,
+    /// Only attempts after this place in the newest-first order (from a cursor).
+    pub before: Option<herald_domain::cursor::Cursor>,
     pub limit: usize,
 }
 

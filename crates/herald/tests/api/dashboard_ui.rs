@@ -244,22 +244,22 @@ async fn ui_sign_in_works_once_keeps_teams_apart_refuses_csrf_and_signs_out() {
     let expired = short.dashboard_link(&short_team).await;
     with_browser("sign-in", |ui| async move {
         ui.goto(&link).await;
-        assert_eq!(ui.heading().await, "Webhooks");
+        ui.wait_for_text("h1", "Webhooks").await;
         assert!(ui.text(".team-name").await.contains("Recruiting"));
         ui.find(".empty-state").await;
         ui.shot("empty-webhooks").await;
 
         ui.goto(&link).await;
-        assert_eq!(ui.heading().await, "This sign-in link cannot be used");
+        ui.wait_for_text("h1", "This sign-in link cannot be used").await;
         ui.shot("used-link").await;
         tokio::time::sleep(Duration::from_millis(400)).await;
         ui.goto(&expired).await;
-        assert_eq!(ui.heading().await, "This sign-in link cannot be used");
+        ui.wait_for_text("h1", "This sign-in link cannot be used").await;
 
         // Still signed in to the first team, which cannot see the other's webhook.
         ui.goto(&app.url(&format!("/webhooks/{}", theirs["id"].as_str().unwrap())))
             .await;
-        assert_eq!(ui.heading().await, "Not found");
+        ui.wait_for_text("h1", "Not found").await;
         ui.shot("other-team-404").await;
 
         // A POST from the page without the token is refused; with it, it works.
@@ -271,13 +271,13 @@ async fn ui_sign_in_works_once_keeps_teams_apart_refuses_csrf_and_signs_out() {
             )
             .await;
         assert_eq!(status, json!(403));
-        assert_eq!(ui.heading().await, "Webhooks", "still signed in");
+        ui.wait_for_text("h1", "Webhooks").await; // still signed in
 
         ui.click("#sign-out").await;
-        assert_eq!(ui.heading().await, "You are signed out");
+        ui.wait_for_text("h1", "You are signed out").await;
         ui.shot("signed-out").await;
         ui.goto(&app.url("/webhooks")).await;
-        assert_eq!(ui.heading().await, "You are signed out");
+        ui.wait_for_text("h1", "You are signed out").await;
     })
     .await;
 }
@@ -292,7 +292,7 @@ async fn ui_create_webhook_shows_errors_by_the_fields_then_lists_and_toggles_it(
     with_browser("create", |ui| async move {
         ui.goto(&link).await;
         ui.click("#create-webhook").await;
-        assert_eq!(ui.heading().await, "Create webhook");
+        ui.wait_for_text("h1", "Create webhook").await;
         assert!(ui.find("input[name=eventTypes]").await.is_selected().await.unwrap());
 
         // Bad input: every reason next to its field, and what was typed kept.
@@ -310,7 +310,7 @@ async fn ui_create_webhook_shows_errors_by_the_fields_then_lists_and_toggles_it(
         ui.type_into("#url", &target).await;
         ui.click("input[name=eventTypes]").await;
         ui.click("#submit-webhook").await;
-        assert_eq!(ui.heading().await, "ATS sync");
+        ui.wait_for_text("h1", "ATS sync").await;
         ui.wait_for_text(".notice", "Webhook created").await;
 
         ui.click(".crumbs a").await;
@@ -632,7 +632,7 @@ async fn ui_bots_page_lists_real_time_endpoints_with_status_and_their_logs() {
     with_browser("bots", |ui| async move {
         ui.goto(&link).await;
         ui.click(".nav-link[href='/bots']").await;
-        assert_eq!(ui.heading().await, "Bots");
+        ui.wait_for_text("h1", "Bots").await;
         let card = ui.text(".bot-card").await;
         assert!(card.contains(&bot_id));
         let rows = ui.texts(".endpoints-table tbody tr").await;
@@ -662,7 +662,7 @@ async fn ui_bots_page_lists_real_time_endpoints_with_status_and_their_logs() {
         ui.resize(1280, 900).await;
 
         ui.click(&format!(".endpoints-table tr[data-id='{down_id}'] a")).await;
-        assert_eq!(ui.heading().await, "Real-time endpoint");
+        ui.wait_for_text("h1", "Real-time endpoint").await;
         assert_eq!(ui.text("#config-status").await, "Failed");
         ui.wait_for_count("#log tbody tr", 3).await;
         let log = ui.texts("#log tbody tr").await;
@@ -711,7 +711,7 @@ async fn ui_script_in_a_name_or_a_payload_renders_as_text() {
         ui.shot("list").await;
 
         ui.click("#webhooks tbody tr td a").await;
-        assert_eq!(ui.heading().await, evil_name);
+        ui.wait_for_text("h1", evil_name).await;
         // Rows added by the live log are built with textContent too.
         app.publish(named_meeting(&team, "m-xss-2", evil_meeting)).await;
         ui.wait_for_count("#log tbody tr", 2).await;

@@ -966,15 +966,16 @@ impl Store for PgStore {
                      WHERE a.endpoint_id = $1 AND a.team_id = $2
                        AND ($3::text IS NULL OR a.status = $3)
                        AND ($4::text IS NULL OR a.event_id = $4)
-                       AND ($5::bigint IS NULL OR a.seq < $5)
-                     ORDER BY a.seq DESC LIMIT $6"
+                       AND ($5::bigint IS NULL OR a.timestamp < $5 OR (a.timestamp = $5 AND a.seq < $6))
+                     ORDER BY a.timestamp DESC, a.seq DESC LIMIT $7"
                 ),
                 &[
                     &endpoint.as_str(),
                     &team.as_str(),
                     &status,
                     &event,
-                    &filter.before_seq,
+                    &filter.before.map(|c| c.timestamp_ms),
+                    &filter.before.map(|c| c.seq),
                     &(filter.limit as i64),
                 ],
             )

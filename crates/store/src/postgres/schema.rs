@@ -71,8 +71,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE state = 'pending' AND NOT ordered;
     CREATE INDEX deliveries_ordered ON deliveries(endpoint_id, seq) WHERE state = 'pending' AND ordered;
-    CREATE INDEX deliveries_endpoint ON deliveries(endpoint_id, state);
-    CREATE INDEX deliveries_locked_by ON deliveries(locked_by) WHERE locked_by IS NOT NULL;
+    CREATE INDEX deliveries_endpoint ON deliveries(endpoint_id);
     CREATE TABLE attempts (
         seq BIGSERIAL PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,
@@ -92,9 +91,10 @@ const MIGRATIONS: &[&str] = &[
         response_body BYTEA,
         error TEXT
     );
-    CREATE INDEX attempts_endpoint ON attempts(endpoint_id, seq);
-    CREATE INDEX attempts_endpoint_status ON attempts(endpoint_id, status, seq);
-    CREATE INDEX attempts_endpoint_event ON attempts(endpoint_id, event_id, seq);
+    -- The log reads newest first by attempt time, ties by position.
+    CREATE INDEX attempts_endpoint ON attempts(endpoint_id, timestamp, seq);
+    CREATE INDEX attempts_endpoint_status ON attempts(endpoint_id, status, timestamp, seq);
+    CREATE INDEX attempts_endpoint_event ON attempts(endpoint_id, event_id, timestamp, seq);
     "#,
     // 2: the dashboard: sign-in links and sessions (hashes only), and the
     // `manual` mark of deliveries asked for by a person, copied to their attempts.

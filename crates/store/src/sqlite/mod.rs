@@ -776,12 +776,16 @@ impl Store for SqliteStore {
                     args.push(event.as_str().to_owned().into());
                     sql.push_str(&format!(" AND a.event_id = ?{}", args.len()));
                 }
-                if let Some(before) = filter.before_seq {
-                    args.push(before.into());
-                    sql.push_str(&format!(" AND a.seq < ?{}", args.len()));
+                if let Some(before) = filter.before {
+                    args.push(before.timestamp_ms.into());
+                    args.push(before.seq.into());
+                    let (t, q) = (args.len() - 1, args.len());
+                    sql.push_str(&format!(
+                        " AND (a.timestamp < ?{t} OR (a.timestamp = ?{t} AND a.seq < ?{q}))"
+                    ));
                 }
                 args.push((filter.limit as i64).into());
-                sql.push_str(&format!(" ORDER BY a.seq DESC LIMIT ?{}", args.len()));
+                sql.push_str(&format!(" ORDER BY a.timestamp DESC, a.seq DESC LIMIT ?{}", args.len()));
                 let mut stmt = c.prepare_cached(&sql).map_err(internal)?;
                 let rows = stmt
                     .query_map(rusqlite::params_from_iter(args), attempt_from_row)

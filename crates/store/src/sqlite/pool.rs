@@ -35,6 +35,8 @@ pub enum Durability {
 }
 
 pub(crate) struct Connections {
+    /// The checkpoint thread runs while this lives.
+    _alive: Arc<()>,
     writer: mpsc::Sender<WriteJob>,
     readers: Arc<ReaderPool>,
 }
@@ -57,7 +59,15 @@ impl Connections {
             .name("herald-sqlite-writer".into())
             .spawn(move || run_writer(write_conn, rx))
             .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
+        let alive = Arc::new(());
+        let checkpoint_conn = open_connection(path, false, durability)?;
+        let weak = Arc::downgrade(&alive);
+        std::thread::Builder::new()
+            .name("herald-sqlite-checkpoint".into())
+            .spawn(move || run_checkpointer(checkpoint_conn, weak))
+            .map_err(|e| StoreError::Internal(format!("cannot start the checkpoint thread: {e}")))?;
         Ok(Self {
+            _alive: alive,
             writer: tx,
             readers: Arc::new(ReaderPool {
                 idle: Mutex::new(idle),
@@ -141,6 +151,12 @@ fn open_connection(path: &Path, read_only: bool, durability: Durability) -> Stor
     };
     conn.pragma_update(None, "synchronous", sync).map_err(internal)?;
     conn.pragma_update(None, "foreign_keys", "OFF").map_err(internal)?;
+    // Savepoints and sorts spill to memory, not to temporary files.
+    conn.pragma_update(None, "temp_store", "MEMORY").map_err(internal)?;
+    if !read_only {
+        // The checkpointer thread does this work outside the writer's commits.
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(internal)?;
+    }
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -160,27 +176,37 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
 }
 
 fn commit_batch(conn: &Connection, batch: &mut Vec<WriteJob>) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
         tracing::error!(error = %e, jobs = batch.len(), "cannot begin a write transaction");
         // Dropping a job drops its reply channel: each waiter gets `Unavailable`.
         batch.clear();
         return;
     }
     let mut completions = Vec::with_capacity(batch.len());
-    for job in batch.drain(..) {
-        let savepoint = conn.execute_batch("SAVEPOINT job");
+    let mut end = "COMMIT";
+    if batch.len() == 1 {
+        // One job needs no savepoint: if it fails, the transaction goes.
+        let job = batch.remove(0);
         let (ok, done) = job(conn);
-        let end = if ok {
-            "RELEASE job"
+        if !ok {
+            end = "ROLLBACK";
+        }
+        completions.push(done);
+    }
+    for job in batch.drain(..) {
+        let savepoint = run_cached(conn, "SAVEPOINT job");
+        let (ok, done) = job(conn);
+        let ended = if ok {
+            run_cached(conn, "RELEASE job")
         } else {
-            "ROLLBACK TO job; RELEASE job"
+            run_cached(conn, "ROLLBACK TO job").and_then(|_| run_cached(conn, "RELEASE job"))
         };
-        if let Err(e) = savepoint.and_then(|_| conn.execute_batch(end)) {
+        if let Err(e) = savepoint.and(ended) {
             tracing::error!(error = %e, "savepoint failed inside a write batch");
         }
         completions.push(done);
     }
-    let commit = conn.execute_batch("COMMIT").map_err(|e| {
+    let commit = run_cached(conn, end).map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");
         StoreError::Unavailable(format!("commit failed: {e}"))
     });
@@ -189,6 +215,23 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<WriteJob>) {
     }
     for done in completions {
         done(commit.as_ref().err());
+    }
+}
+
+/// Transaction and savepoint statements run for every job: parse them once.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// Checkpoints the WAL into the database file from its own connection, so
+/// that the writer never pays for a checkpoint (and its fsync) inside a
+/// commit. Stops when the store is dropped.
+fn run_checkpointer(conn: Connection, alive: std::sync::Weak<()>) {
+    while alive.upgrade().is_some() {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
     }
 }
 

@@ -89,8 +89,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE state = 'pending' AND ordered = 0;
     CREATE INDEX deliveries_ordered ON deliveries(endpoint_id, seq) WHERE state = 'pending' AND ordered = 1;
-    CREATE INDEX deliveries_endpoint ON deliveries(endpoint_id, state);
-    CREATE INDEX deliveries_locked_by ON deliveries(locked_by) WHERE locked_by IS NOT NULL;
+    CREATE INDEX deliveries_endpoint ON deliveries(endpoint_id);
     CREATE TABLE attempts (
         seq INTEGER PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,
@@ -110,9 +109,10 @@ const MIGRATIONS: &[&str] = &[
         response_body BLOB,
         error TEXT
     );
-    CREATE INDEX attempts_endpoint ON attempts(endpoint_id, seq);
-    CREATE INDEX attempts_endpoint_status ON attempts(endpoint_id, status, seq);
-    CREATE INDEX attempts_endpoint_event ON attempts(endpoint_id, event_id, seq);
+    -- The log reads newest first by attempt time, ties by position.
+    CREATE INDEX attempts_endpoint ON attempts(endpoint_id, timestamp, seq);
+    CREATE INDEX attempts_endpoint_status ON attempts(endpoint_id, status, timestamp, seq);
+    CREATE INDEX attempts_endpoint_event ON attempts(endpoint_id, event_id, timestamp, seq);
     "#,
     // 2: the dashboard: sign-in links and sessions (hashes only), and the
     // `manual` mark of deliveries asked for by a person (resend, test event),
