@@ -240,13 +240,15 @@ impl Counters {
     }
 }
 
-/// Runs `plan` against `addr`, one keep-alive connection per worker.
-pub async fn run(addr: SocketAddr, plan: Plan, job: Arc<dyn Job>) -> LoadResult {
+/// Runs `plan` against `addrs`, one keep-alive connection per worker, the
+/// workers spread round-robin over the addresses (the nodes of a cluster).
+pub async fn run(addrs: &[SocketAddr], plan: Plan, job: Arc<dyn Job>) -> LoadResult {
     let counters = Arc::new(Counters::default());
     let plan = Arc::new(plan);
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for w in 0..plan.concurrency.max(1) {
+        let addr = addrs[w % addrs.len()];
         let plan = Arc::clone(&plan);
         let job = Arc::clone(&job);
         let counters = Arc::clone(&counters);

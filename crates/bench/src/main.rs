@@ -121,6 +121,17 @@ struct Cli {
     /// Seconds to stay idle (`idle`).
     #[arg(long)]
     idle_s: Option<f64>,
+    /// The store: `sqlite` (a fresh file) or `postgres` (a fresh schema in
+    /// `--postgres-url`). PostgreSQL applies to the webhook scenarios.
+    #[arg(long, default_value = "sqlite")]
+    store: String,
+    /// The PostgreSQL database for `--store postgres`.
+    #[arg(long, default_value = "postgres://herald_ci:herald_ci@127.0.0.1:5432/herald_test")]
+    postgres_url: String,
+    /// `herald serve` processes sharing the store (`--store postgres` only);
+    /// the load generator publishes to them round-robin.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
 }
 
 /// The scenario's own sizes, full or smoke.
@@ -138,6 +149,8 @@ fn defaults(scenario: Scenario, smoke: bool, herald_bin: PathBuf) -> Params {
         fail_s: 0.0,
         bot_rate: 10.0,
         idle_s: if smoke { 1.0 } else { 2.0 },
+        postgres_url: None,
+        nodes: 1,
     };
     if smoke {
         p.duration_s = 10.0;
@@ -204,6 +217,10 @@ fn defaults(scenario: Scenario, smoke: bool, herald_bin: PathBuf) -> Params {
 fn params(cli: &Cli, scenario: Scenario) -> Params {
     let bin = cli.herald_bin.clone().unwrap_or_else(server::default_herald_bin);
     let mut p = defaults(scenario, cli.smoke, bin);
+    if cli.store == "postgres" {
+        p.postgres_url = Some(cli.postgres_url.clone());
+        p.nodes = cli.nodes.max(1);
+    }
     if let Some(v) = cli.events {
         p.events = v;
     }

@@ -46,6 +46,11 @@ pub struct Params {
     pub bot_rate: f64,
     /// Seconds to wait idle (`idle`).
     pub idle_s: f64,
+    /// A PostgreSQL database to run on (a fresh schema per scenario); `None`
+    /// is a fresh SQLite file.
+    pub postgres_url: Option<String>,
+    /// How many `herald serve` processes share the store (PostgreSQL only).
+    pub nodes: usize,
 }
 
 /// One JSON object, fields in the order they were set.
@@ -205,7 +210,7 @@ async fn loopback_limit(receiver: &Receiver, p: &Params, job: Arc<dyn Job>) -> a
         auth: Some(bearer(ADMIN_KEY)?),
         busy_backoff: Duration::from_millis(100),
     };
-    let result = client::run(receiver.addr, plan, job).await;
+    let result = client::run(&[receiver.addr], plan, job).await;
     if result.failed > 0 {
         anyhow::bail!(
             "the loopback limit run had {} failures: {:?}",
@@ -217,6 +222,16 @@ async fn loopback_limit(receiver: &Receiver, p: &Params, job: Arc<dyn Job>) -> a
 }
 
 /// Waits until `done()` or the deadline; answers whether it finished.
+/// The resource use of all nodes together: CPU summed, peak RSS of the largest.
+fn cluster_stats(nodes: &[Herald]) -> crate::server::ProcStats {
+    let all: Vec<_> = nodes.iter().map(Herald::stats).collect();
+    crate::server::ProcStats {
+        peak_rss_mb: all.iter().map(|s| s.peak_rss_mb).fold(0.0, f64::max),
+        rss_mb: all.iter().map(|s| s.rss_mb).fold(0.0, f64::max),
+        cpu_s: all.iter().map(|s| s.cpu_s).sum(),
+    }
+}
+
 async fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
     loop {
         if done() {
@@ -288,7 +303,18 @@ fn team_hangs(t: usize, teams: usize, hanging: usize) -> bool {
 async fn run_team(name: &str, p: &Params, shape: TeamShape) -> anyhow::Result<Report> {
     let mut report = Report::new(name);
     let cpu_at_start = own_cpu_s();
-    let herald = Herald::start(&p.herald_bin).await?;
+    let database_url = match &p.postgres_url {
+        Some(base) => Some(crate::server::fresh_postgres_schema(base).await?),
+        None => None,
+    };
+    let mut nodes = Vec::with_capacity(p.nodes.max(1));
+    for _ in 0..p.nodes.max(1) {
+        nodes.push(Herald::start(&p.herald_bin, database_url.as_deref()).await?);
+    }
+    let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
+    let herald = &nodes[0];
+    report.set("store", if database_url.is_some() { "postgres" } else { "sqlite" });
+    report.set("nodes", nodes.len() as u64);
     let receiver = Receiver::start().await?;
 
     // Setup through the public API.
@@ -380,9 +406,9 @@ async fn run_team(name: &str, p: &Params, shape: TeamShape) -> anyhow::Result<Re
     if let Some(fail_s) = shape.fail_s {
         receiver.fail_until(Instant::now() + secs(fail_s));
     }
-    let server_cpu_before = herald.stats().cpu_s;
+    let server_cpu_before = cluster_stats(&nodes).cpu_s;
     let bench_cpu_before = own_cpu_s();
-    let load = client::run(herald.addr, plan, Arc::clone(&job) as Arc<dyn Job>).await;
+    let load = client::run(&addrs, plan, Arc::clone(&job) as Arc<dyn Job>).await;
 
     // Wait (bounded) for every delivery of every accepted event.
     let expected: u64 = job
@@ -397,7 +423,7 @@ async fn run_team(name: &str, p: &Params, shape: TeamShape) -> anyhow::Result<Re
         counts.team_delivered.load(std::sync::atomic::Ordering::Relaxed) >= expected
     })
     .await;
-    let server = herald.stats();
+    let server = cluster_stats(&nodes);
     let bench_cpu_after = own_cpu_s();
 
     // Check each expected delivery.
@@ -509,7 +535,10 @@ async fn run_team(name: &str, p: &Params, shape: TeamShape) -> anyhow::Result<Re
     report.set_f("server_cpu_load_s", server.cpu_s - server_cpu_before, 2);
     report.set_f("bench_cpu_load_s", bench_cpu_after - bench_cpu_before, 2);
     report.set_f("bench_cpu_s", bench_cpu_after - cpu_at_start, 2);
-    report.set("server_log_lines", herald.log_lines() as u64);
+    report.set(
+        "server_log_lines",
+        nodes.iter().map(|n| n.log_lines() as u64).sum::<u64>(),
+    );
     if let Some(bad) = receiver.first_bad() {
         report.set("first_bad_body", bad);
     }
@@ -518,7 +547,9 @@ async fn run_team(name: &str, p: &Params, shape: TeamShape) -> anyhow::Result<Re
         report.set("server_log_tail", herald.log_tail());
     }
     receiver.stop().await;
-    herald.stop().await;
+    for node in nodes {
+        node.stop().await;
+    }
     Ok(report)
 }
 
@@ -563,7 +594,7 @@ impl Job for RtJob {
 
 pub async fn realtime(p: &Params) -> anyhow::Result<Report> {
     let mut report = Report::new("realtime");
-    let herald = Herald::start(&p.herald_bin).await?;
+    let herald = Herald::start(&p.herald_bin, None).await?;
     let receiver = Receiver::start().await?;
     let mut api = Api::new(herald.addr);
     let account = field(
@@ -643,7 +674,7 @@ pub async fn realtime(p: &Params) -> anyhow::Result<Report> {
     };
     let server_cpu_before = herald.stats().cpu_s;
     let bench_cpu_before = own_cpu_s();
-    let load = client::run(herald.addr, plan, Arc::clone(&job) as Arc<dyn Job>).await;
+    let load = client::run(&[herald.addr], plan, Arc::clone(&job) as Arc<dyn Job>).await;
     let expected = job.sent.iter().filter(|s| s.get().is_some()).count() as u64;
     let counts = receiver.counts();
     let all_arrived = wait_until(Instant::now() + secs(p.wait_s), || {
@@ -715,7 +746,7 @@ pub async fn realtime(p: &Params) -> anyhow::Result<Report> {
 
 pub async fn idle(p: &Params) -> anyhow::Result<Report> {
     let mut report = Report::new("idle");
-    let herald = Herald::start(&p.herald_bin).await?;
+    let herald = Herald::start(&p.herald_bin, None).await?;
     tokio::time::sleep(secs(p.idle_s)).await;
     let stats = herald.stats();
     report.set_f("ready_ms", herald.ready_ms, 1);

@@ -23,6 +23,25 @@ use crate::client::Conn;
 /// The operator key the harness gives every server it starts.
 pub const ADMIN_KEY: &str = "bench-admin-key-0123456789abcdef";
 
+/// Makes a fresh schema in the PostgreSQL database at `base` and returns a
+/// URL that puts Herald in it. Schemas are named `herald_bench_<time>`; drop
+/// them when done (`DROP SCHEMA … CASCADE`).
+pub async fn fresh_postgres_schema(base: &str) -> anyhow::Result<String> {
+    let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("cannot connect to {base}"))?;
+    let driver = tokio::spawn(connection);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    let name = format!("herald_bench_{stamp}");
+    client.batch_execute(&format!("CREATE SCHEMA {name}")).await?;
+    drop(client);
+    driver.abort();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    Ok(format!("{base}{separator}options=-c%20search_path%3D{name}"))
+}
+
 /// How long a server may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -52,7 +71,7 @@ pub struct ProcStats {
 impl Herald {
     /// Starts `bin serve` on a free port and a new database, and waits until
     /// it is ready.
-    pub async fn start(bin: &Path) -> anyhow::Result<Self> {
+    pub async fn start(bin: &Path, database_url: Option<&str>) -> anyhow::Result<Self> {
         if !bin.is_file() {
             bail!(
                 "herald binary not found at {} (build it with `cargo build --release -p herald`, or pass --herald-bin)",
@@ -73,7 +92,10 @@ impl Herald {
             .arg("serve")
             .current_dir(dir.path())
             .env("HERALD_LISTEN", addr.to_string())
-            .env("HERALD_DATABASE_URL", format!("sqlite://{}", db.display()))
+            .env(
+                "HERALD_DATABASE_URL",
+                database_url.map_or_else(|| format!("sqlite://{}", db.display()), str::to_owned),
+            )
             .env("HERALD_ADMIN_KEY", ADMIN_KEY)
             .env("HERALD_ALLOW_INSECURE_TARGETS", "1")
             .env("HERALD_LOG", "warn")
