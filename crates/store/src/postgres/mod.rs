@@ -29,7 +29,7 @@ use herald_domain::keys::KeyHash;
 use herald_domain::signing::Secret;
 use herald_domain::webhook::EndpointStatus;
 
-use crate::codec::{event_types_from, event_types_json, headers_from, headers_json, stored_data_of, subscribes};
+use crate::codec::{event_types_from, event_types_json, headers_from, headers_json, stored_data_of};
 use crate::model::*;
 use crate::{Store, StoreError, StoreResult, StoreSignal};
 
@@ -493,84 +493,91 @@ impl Store for PgStore {
     }
 
     async fn publish(&self, event: NewEvent, lease: &Lease) -> StoreResult<PublishOutcome> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
+        let client = self.client().await?;
         if event.id_given
-            && let Some(outcome) = existing_event(&tx, &event).await?
+            && let Some(outcome) = existing_event(&client, &event).await?
         {
             return Ok(outcome);
         }
-        let account = tx
-            .query_opt("SELECT account_id FROM teams WHERE id = $1", &[&event.team_id])
+        // One statement, so one round trip and atomic on its own: check the
+        // team and its account, store the event (unless the id was taken a
+        // moment ago), and make a leased delivery for each active webhook of
+        // the team subscribed to the type. The first row always comes, with
+        // the team's account; then one row per delivery made.
+        let statement = client
+            .prepare_cached(
+                "WITH team AS (SELECT account_id FROM teams WHERE id = $2),
+                 stored AS (
+                     INSERT INTO events (id, team_id, event_type, created_at, body)
+                     SELECT $1, $2, $3, $4, $5 FROM team WHERE account_id = $6
+                     ON CONFLICT (id) DO NOTHING
+                     RETURNING id
+                 ),
+                 subscribed AS (
+                     SELECT id, url, secret FROM endpoints
+                     WHERE team_id = $2 AND kind = 'webhook' AND status = 'active' AND event_types LIKE $7
+                 ),
+                 made AS (
+                     INSERT INTO deliveries (event_id, endpoint_id, team_id, state, ordered, attempts, next_attempt_at, locked_until, locked_by, created_at)
+                     SELECT stored.id, subscribed.id, $2, 'pending', FALSE, 0, $4, $8, $9, $4 FROM stored, subscribed
+                     RETURNING seq, endpoint_id
+                 )
+                 SELECT (SELECT account_id FROM team), (SELECT count(*) FROM stored), NULL::bigint, NULL::text, NULL::text, NULL::text
+                 UNION ALL
+                 SELECT NULL, NULL, made.seq, made.endpoint_id, subscribed.url, subscribed.secret
+                 FROM made JOIN subscribed ON subscribed.id = made.endpoint_id",
+            )
             .await
-            .map_err(pg_error)?
-            .map(|r| r.get::<_, String>(0));
-        match account {
-            None => return Ok(PublishOutcome::UnknownTeam),
-            Some(account) if account != event.account_id => return Ok(PublishOutcome::AccountMismatch),
-            Some(_) => {}
-        }
-        let inserted = tx
-            .execute(
-                "INSERT INTO events (id, team_id, event_type, created_at, body) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (id) DO NOTHING",
+            .map_err(pg_error)?;
+        let subscribed_pattern = format!("%\"{}\"%", event.event_type.as_str());
+        let rows = client
+            .query(
+                &statement,
                 &[
                     &event.id.as_str(),
                     &event.team_id,
                     &event.event_type.as_str(),
                     &event.created_at,
                     &&event.body[..],
+                    &event.account_id,
+                    &subscribed_pattern,
+                    &lease.until_ms,
+                    &lease.node,
                 ],
             )
             .await
             .map_err(pg_error)?;
-        if inserted == 0 {
+        // The head row is the one without a delivery; UNION ALL does not promise order.
+        let Some(head) = rows.iter().find(|r| r.get::<_, Option<i64>>(2).is_none()) else {
+            return Ok(PublishOutcome::UnknownTeam);
+        };
+        match head.get::<_, Option<String>>(0) {
+            None => return Ok(PublishOutcome::UnknownTeam),
+            Some(account) if account != event.account_id => return Ok(PublishOutcome::AccountMismatch),
+            Some(_) => {}
+        }
+        if head.get::<_, Option<i64>>(1) == Some(0) {
             // Another process stored the same id a moment ago.
-            return existing_event(&tx, &event)
+            return existing_event(&client, &event)
                 .await?
                 .ok_or_else(|| StoreError::Conflict("event id already used".into()));
         }
-        let endpoints = tx
-            .query(
-                "SELECT id, url, secret, event_types FROM endpoints WHERE team_id = $1 AND kind = $2 AND status = 'active'",
-                &[&event.team_id, &EndpointKind::Webhook.as_str()],
-            )
-            .await
-            .map_err(pg_error)?;
-        let subscribed: Vec<&Row> = endpoints
-            .iter()
-            .filter(|r| subscribes(r.get::<_, &str>(3), event.event_type))
-            .collect();
-        let ids: Vec<&str> = subscribed.iter().map(|r| r.get::<_, &str>(0)).collect();
-        let seqs = tx
-            .query(
-                "INSERT INTO deliveries (event_id, endpoint_id, team_id, state, ordered, attempts, next_attempt_at, locked_until, locked_by, created_at)
-                 SELECT $1, e, $2, 'pending', FALSE, 0, $3, $4, $5, $3 FROM unnest($6::text[]) WITH ORDINALITY AS t(e, n)
-                 ORDER BY n RETURNING seq, endpoint_id",
-                &[&event.id.as_str(), &event.team_id, &event.created_at, &lease.until_ms, &lease.node, &ids],
-            )
-            .await
-            .map_err(pg_error)?;
-        tx.commit().await.map_err(pg_error)?;
         let team_id = TeamId::from_stored(event.team_id.clone());
-        let mut deliveries = Vec::with_capacity(seqs.len());
-        for row in &seqs {
-            let endpoint_id: &str = row.get(1);
-            let Some(endpoint) = subscribed.iter().find(|r| r.get::<_, &str>(0) == endpoint_id) else {
-                continue;
-            };
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in rows.iter().filter(|r| r.get::<_, Option<i64>>(2).is_some()) {
             deliveries.push(ClaimedDelivery {
-                id: DeliveryId(row.get(0)),
+                id: DeliveryId(row.get(2)),
                 team_id: team_id.clone(),
                 event_id: event.id.clone(),
                 event_type: event.event_type,
                 body: event.body.clone(),
-                endpoint_id: EndpointId::from_stored(endpoint_id.to_owned()),
-                url: endpoint.get(1),
-                secret: secret_from(endpoint.get(2))?,
+                endpoint_id: EndpointId::from_stored(row.get(3)),
+                url: row.get(4),
+                secret: secret_from(row.get(5))?,
                 attempt: 1,
             });
         }
+        deliveries.sort_by_key(|d| d.id);
         Ok(PublishOutcome::Created {
             event: StoredEvent {
                 id: event.id,
@@ -1192,8 +1199,8 @@ async fn record_in(client: &impl deadpool_postgres::GenericClient, r: &AttemptRe
     );
     // One statement: move the delivery on and, if it still exists (its
     // endpoint may have been deleted meanwhile), log the attempt.
-    client
-        .execute(
+    let statement = client
+        .prepare_cached(
             "WITH moved AS (
                  UPDATE deliveries SET state = $1, attempts = $2, next_attempt_at = $3,
                      locked_until = $4, locked_by = CASE WHEN $4::bigint IS NULL THEN NULL ELSE locked_by END
@@ -1202,6 +1209,12 @@ async fn record_in(client: &impl deadpool_postgres::GenericClient, r: &AttemptRe
              INSERT INTO attempts (id, delivery_seq, team_id, endpoint_id, event_id, event_type, attempt, timestamp, status,
                  duration_ms, request_url, request_headers, response_status, response_headers, response_body, error, manual)
              SELECT $6, seq, $7, $8, $9, $10, $2, $11, $12, $13, $14, $15, $16, $17, $18, $19, manual FROM moved",
+        )
+        .await
+        .map_err(pg_error)?;
+    client
+        .execute(
+            &statement,
             &[
                 &state,
                 &(r.attempt as i32),
