@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use herald_domain::attempt::AttemptStatus;
@@ -41,7 +41,12 @@ const ENDPOINT_CHANNEL: &str = "herald_endpoint";
 pub struct PgStore {
     pool: Pool,
     config: tokio_postgres::Config,
+    /// Attempts to record, taken in batches by [`record_batches`].
+    recorder: mpsc::Sender<(AttemptRecord, oneshot::Sender<StoreResult<()>>)>,
 }
+
+/// The most attempts recorded in one transaction.
+const RECORD_BATCH: usize = 256;
 
 /// Maps a driver error: lost connections are `Unavailable` (worth a retry
 /// later), the rest `Internal`.
@@ -78,7 +83,9 @@ impl PgStore {
             .recycle_timeout(Some(Duration::from_secs(2)))
             .build()
             .map_err(|e| StoreError::Internal(format!("cannot build the connection pool: {e}")))?;
-        let store = Self { pool, config };
+        let (recorder, records) = mpsc::channel(4096);
+        tokio::spawn(record_batches(pool.clone(), records));
+        let store = Self { pool, config, recorder };
         let mut client = store.client().await?;
         schema::migrate(&mut client).await?;
         Ok(store)
@@ -835,8 +842,14 @@ impl Store for PgStore {
     }
 
     async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<()> {
-        let client = self.client().await?;
-        record_in(&client, &record).await
+        let (done, result) = oneshot::channel();
+        self.recorder
+            .send((record, done))
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?;
+        result
+            .await
+            .map_err(|_| StoreError::Unavailable("the recorder stopped".into()))?
     }
 
     async fn fail_endpoint(&self, last: AttemptRecord, drop_reason: &str) -> StoreResult<usize> {
@@ -1008,6 +1021,35 @@ impl Store for PgStore {
             .map_err(pg_error)?;
         attempt_from_row(&row.ok_or(StoreError::NotFound)?)
     }
+}
+
+/// Records attempts in batches: whatever has queued up goes into one
+/// transaction, its statements pipelined on one connection, so a busy engine
+/// pays one commit for many attempts. Each caller hears back after the commit.
+/// Ends when the store (the last sender) is dropped.
+async fn record_batches(pool: Pool, mut records: mpsc::Receiver<(AttemptRecord, oneshot::Sender<StoreResult<()>>)>) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while let Some(first) = records.recv().await {
+        batch.push(first);
+        while batch.len() < RECORD_BATCH {
+            match records.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let result = record_batch(&pool, &batch).await;
+        for (_, done) in batch.drain(..) {
+            let _ = done.send(result.clone());
+        }
+    }
+}
+
+async fn record_batch(pool: &Pool, batch: &[(AttemptRecord, oneshot::Sender<StoreResult<()>>)]) -> StoreResult<()> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await.map_err(pg_error)?;
+    let written = futures_util::future::join_all(batch.iter().map(|(record, _)| record_in(&tx, record))).await;
+    written.into_iter().collect::<StoreResult<Vec<()>>>()?;
+    tx.commit().await.map_err(pg_error)
 }
 
 /// Keeps one connection listening for the other processes' announcements,
