@@ -150,6 +150,23 @@ pub struct ClaimedDelivery {
     pub attempt: u32,
 }
 
+impl ClaimedDelivery {
+    /// A delivery just made for `endpoint`, before its first attempt.
+    pub fn fresh(id: DeliveryId, endpoint: &Endpoint, event_id: EventId, event_type: EventType, body: Bytes) -> Self {
+        Self {
+            id,
+            team_id: endpoint.team_id.clone(),
+            event_id,
+            event_type,
+            body,
+            endpoint_id: endpoint.id.clone(),
+            url: endpoint.url.clone(),
+            secret: endpoint.secret.clone(),
+            attempt: 1,
+        }
+    }
+}
+
 /// Where a delivery goes after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryNext {

@@ -17,47 +17,6 @@ use crate::helpers::*;
 use crate::process::*;
 use crate::stores::Backend;
 
-/// Sets up an account, team, key and webhook through `base`.
-async fn setup(client: &reqwest::Client, base: &str, webhook_url: &str) -> (TestTeam, String) {
-    let (_, account) = post(
-        client,
-        format!("{base}/api/v1/accounts"),
-        ADMIN_KEY,
-        &json!({"name": "a"}),
-    )
-    .await;
-    let account_id = account["id"].as_str().unwrap().to_owned();
-    let (_, team) = post(
-        client,
-        format!("{base}/api/v1/accounts/{account_id}/teams"),
-        ADMIN_KEY,
-        &json!({"name": "t"}),
-    )
-    .await;
-    let team_id = team["id"].as_str().unwrap().to_owned();
-    let (_, key) = post(
-        client,
-        format!("{base}/api/v1/teams/{team_id}/keys"),
-        ADMIN_KEY,
-        &json!({}),
-    )
-    .await;
-    let team = TestTeam {
-        account_id,
-        team_id,
-        key: key["key"].as_str().unwrap().to_owned(),
-    };
-    let (status, webhook) = post(
-        client,
-        format!("{base}/api/v1/webhooks"),
-        &team.key,
-        &json!({"name": "cluster", "url": webhook_url, "eventTypes": ["meeting.completed"]}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{webhook}");
-    (team, webhook["id"].as_str().unwrap().to_owned())
-}
-
 async fn pg_client(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await

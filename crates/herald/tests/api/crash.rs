@@ -67,42 +67,7 @@ async fn kill_9_during_a_publish_burst_loses_no_accepted_event() {
     let client = reqwest::Client::new();
     let base = server.base.clone();
 
-    let (_, account) = post(
-        &client,
-        format!("{base}/api/v1/accounts"),
-        ADMIN_KEY,
-        &json!({"name": "a"}),
-    )
-    .await;
-    let account_id = account["id"].as_str().unwrap().to_owned();
-    let (_, team) = post(
-        &client,
-        format!("{base}/api/v1/accounts/{account_id}/teams"),
-        ADMIN_KEY,
-        &json!({"name": "t"}),
-    )
-    .await;
-    let team_id = team["id"].as_str().unwrap().to_owned();
-    let (_, key) = post(
-        &client,
-        format!("{base}/api/v1/teams/{team_id}/keys"),
-        ADMIN_KEY,
-        &json!({}),
-    )
-    .await;
-    let team = TestTeam {
-        account_id,
-        team_id,
-        key: key["key"].as_str().unwrap().to_owned(),
-    };
-    let (status, _) = post(
-        &client,
-        format!("{base}/api/v1/webhooks"),
-        &team.key,
-        &json!({"name": "crash", "url": receiver.url("/crash"), "eventTypes": ["meeting.completed"]}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED);
+    let (team, _) = setup(&client, &base, &receiver.url("/crash")).await;
 
     // Eight publishers in parallel; the server is killed while they run.
     let accepted = Arc::new(Mutex::new(HashSet::new()));

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::helpers::TestData;
+use crate::helpers::{ADMIN_KEY, TestData, TestTeam};
 
 pub struct Server {
     pub child: Child,
@@ -119,4 +119,45 @@ pub async fn post(client: &reqwest::Client, url: String, key: &str, body: &Value
         .expect("request");
     let status = r.status();
     (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Sets up an account, team, key and webhook through `base`.
+pub async fn setup(client: &reqwest::Client, base: &str, webhook_url: &str) -> (TestTeam, String) {
+    let (_, account) = post(
+        client,
+        format!("{base}/api/v1/accounts"),
+        ADMIN_KEY,
+        &json!({"name": "a"}),
+    )
+    .await;
+    let account_id = account["id"].as_str().unwrap().to_owned();
+    let (_, team) = post(
+        client,
+        format!("{base}/api/v1/accounts/{account_id}/teams"),
+        ADMIN_KEY,
+        &json!({"name": "t"}),
+    )
+    .await;
+    let team_id = team["id"].as_str().unwrap().to_owned();
+    let (_, key) = post(
+        client,
+        format!("{base}/api/v1/teams/{team_id}/keys"),
+        ADMIN_KEY,
+        &json!({}),
+    )
+    .await;
+    let team = TestTeam {
+        account_id,
+        team_id,
+        key: key["key"].as_str().unwrap().to_owned(),
+    };
+    let (status, webhook) = post(
+        client,
+        format!("{base}/api/v1/webhooks"),
+        &team.key,
+        &json!({"name": "cluster", "url": webhook_url, "eventTypes": ["meeting.completed"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{webhook}");
+    (team, webhook["id"].as_str().unwrap().to_owned())
 }

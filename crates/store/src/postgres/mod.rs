@@ -678,17 +678,13 @@ impl Store for PgStore {
                     )
                     .await
                     .map_err(pg_error)?;
-                deliveries.push(ClaimedDelivery {
-                    id: DeliveryId(seq.get(0)),
-                    team_id: bot.team_id.clone(),
-                    event_id: event.id.clone(),
-                    event_type: event.event_type,
-                    body: Bytes::from(body),
-                    endpoint_id: endpoint.id.clone(),
-                    url: endpoint.url.clone(),
-                    secret: endpoint.secret.clone(),
-                    attempt: 1,
-                });
+                deliveries.push(ClaimedDelivery::fresh(
+                    DeliveryId(seq.get(0)),
+                    endpoint,
+                    event.id.clone(),
+                    event.event_type,
+                    Bytes::from(body),
+                ));
             }
             stored.push(StoredEvent {
                 id: event.id,
@@ -1143,17 +1139,13 @@ async fn insert_manual_delivery(
         )
         .await
         .map_err(pg_error)?;
-    Ok(ClaimedDelivery {
-        id: DeliveryId(row.get(0)),
-        team_id: endpoint.team_id.clone(),
+    Ok(ClaimedDelivery::fresh(
+        DeliveryId(row.get(0)),
+        endpoint,
         event_id,
         event_type,
         body,
-        endpoint_id: endpoint.id.clone(),
-        url: endpoint.url.clone(),
-        secret: endpoint.secret.clone(),
-        attempt: 1,
-    })
+    ))
 }
 
 async fn existing_event(

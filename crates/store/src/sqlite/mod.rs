@@ -972,17 +972,13 @@ fn insert_manual_delivery(
         ])
     })
     .map_err(internal)?;
-    Ok(ClaimedDelivery {
-        id: DeliveryId(c.last_insert_rowid()),
-        team_id: endpoint.team_id.clone(),
+    Ok(ClaimedDelivery::fresh(
+        DeliveryId(c.last_insert_rowid()),
+        endpoint,
         event_id,
         event_type,
         body,
-        endpoint_id: endpoint.id.clone(),
-        url: endpoint.url.clone(),
-        secret: endpoint.secret.clone(),
-        attempt: 1,
-    })
+    ))
 }
 
 const ATTEMPT_COLUMNS: &str = "a.seq, a.id, a.endpoint_id, a.event_id, a.event_type, a.attempt, a.timestamp, a.status, \
@@ -1196,17 +1192,13 @@ fn publish_bot_in(
                     &body[..]
                 ])
                 .map_err(internal)?;
-            deliveries.push(ClaimedDelivery {
-                id: DeliveryId(c.last_insert_rowid()),
-                team_id: bot.team_id.clone(),
-                event_id: event.id.clone(),
-                event_type: event.event_type,
-                body: Bytes::from(body),
-                endpoint_id: endpoint.id.clone(),
-                url: endpoint.url.clone(),
-                secret: endpoint.secret.clone(),
-                attempt: 1,
-            });
+            deliveries.push(ClaimedDelivery::fresh(
+                DeliveryId(c.last_insert_rowid()),
+                endpoint,
+                event.id.clone(),
+                event.event_type,
+                Bytes::from(body),
+            ));
         }
         stored.push(StoredEvent {
             id: event.id,
