@@ -48,30 +48,7 @@ pub(crate) async fn page(
     query: &ListQuery,
 ) -> Result<Json<Value>, ApiError> {
     let filter = parse_filter(query)?;
-    let limit = filter.limit;
-    let mut page = state
-        .store
-        .list_attempts(
-            team,
-            endpoint,
-            &AttemptFilter {
-                limit: limit + 1,
-                ..filter
-            },
-        )
-        .await?;
-    let next_cursor = if page.len() > limit {
-        page.truncate(limit);
-        page.last().map(|a| {
-            Cursor {
-                timestamp_ms: a.timestamp_ms,
-                seq: a.seq,
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
+    let (page, next_cursor) = herald_store::attempt_page(state.store.as_ref(), team, endpoint, &filter).await?;
     Ok(Json(json!({
         "data": page.iter().map(|a| attempt_json(a, false)).collect::<Vec<_>>(),
         "nextCursor": next_cursor,

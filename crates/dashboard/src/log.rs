@@ -215,31 +215,18 @@ pub async fn load(
             next: None,
         });
     }
-    let mut attempts = state
-        .store
-        .list_attempts(
-            team,
-            endpoint,
-            &AttemptFilter {
-                status: filter.status,
-                event_id: filter.event_id.clone(),
-                before: filter.before,
-                limit: filter.limit + 1,
-            },
-        )
-        .await?;
-    let next = if attempts.len() > filter.limit {
-        attempts.truncate(filter.limit);
-        attempts.last().map(|a| {
-            Cursor {
-                timestamp_ms: a.timestamp_ms,
-                seq: a.seq,
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
+    let (attempts, next) = herald_store::attempt_page(
+        state.store.as_ref(),
+        team,
+        endpoint,
+        &AttemptFilter {
+            status: filter.status,
+            event_id: filter.event_id.clone(),
+            before: filter.before,
+            limit: filter.limit,
+        },
+    )
+    .await?;
     Ok(LogPage {
         rows: attempts.iter().map(|a| Row::new(a, target)).collect(),
         next,

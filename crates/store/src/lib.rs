@@ -41,6 +41,40 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// One page of an endpoint's attempt log, newest first, and the cursor of
+/// the next page if there is one: what the API and the dashboard both show.
+pub async fn attempt_page(
+    store: &dyn Store,
+    team: &TeamId,
+    endpoint: &EndpointId,
+    filter: &AttemptFilter,
+) -> StoreResult<(Vec<Attempt>, Option<String>)> {
+    let limit = filter.limit;
+    let mut page = store
+        .list_attempts(
+            team,
+            endpoint,
+            &AttemptFilter {
+                limit: limit + 1,
+                ..filter.clone()
+            },
+        )
+        .await?;
+    let next = if page.len() > limit {
+        page.truncate(limit);
+        page.last().map(|a| {
+            herald_domain::cursor::Cursor {
+                timestamp_ms: a.timestamp_ms,
+                seq: a.seq,
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    Ok((page, next))
+}
+
 /// What another process on a shared store announced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSignal {
