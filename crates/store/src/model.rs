@@ -57,6 +57,19 @@ pub struct Bot {
     pub endpoints: Vec<Endpoint>,
 }
 
+impl Bot {
+    /// The bot's ids and metadata as every real-time envelope carries them.
+    pub fn envelope_context(&self) -> herald_domain::bot::BotContext {
+        herald_domain::bot::BotContext {
+            bot_id: self.id.as_str().to_owned(),
+            bot_metadata: self.metadata.clone(),
+            recording_id: self.recording_id.clone(),
+            participant_events_id: self.participant_events_id.clone(),
+            transcript_id: self.transcript_id.clone(),
+        }
+    }
+}
+
 /// One event from the bot fleet, validated.
 #[derive(Debug, Clone)]
 pub struct NewBotEvent {

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use herald_domain::attempt::AttemptStatus;
-use herald_domain::bot::{BotContext, realtime_body};
+use herald_domain::bot::realtime_body;
 use herald_domain::event::{EventType, same_payload};
 use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EndpointKind, EventId, TeamId};
 use herald_domain::keys::KeyHash;
@@ -614,13 +614,7 @@ impl Store for PgStore {
             return Ok(BotPublishOutcome::UnknownBot);
         };
         let bot = bot_from_row(&row);
-        let context = BotContext {
-            bot_id: bot.id.as_str().to_owned(),
-            bot_metadata: bot.metadata.clone(),
-            recording_id: bot.recording_id.clone(),
-            participant_events_id: bot.participant_events_id.clone(),
-            transcript_id: bot.transcript_id.clone(),
-        };
+        let context = bot.envelope_context();
         let endpoints: Vec<Endpoint> = bot_endpoints(&tx, bot_id.as_str())
             .await?
             .into_iter()

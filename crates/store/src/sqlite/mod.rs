@@ -13,7 +13,7 @@ use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use herald_domain::attempt::AttemptStatus;
-use herald_domain::bot::{BotContext, realtime_body};
+use herald_domain::bot::realtime_body;
 use herald_domain::event::{EventType, same_payload};
 use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EndpointKind, EventId, TeamId};
 use herald_domain::keys::KeyHash;
@@ -1139,13 +1139,7 @@ fn publish_bot_in(
     let Some(bot) = bot else {
         return Ok(BotPublishOutcome::UnknownBot);
     };
-    let context = BotContext {
-        bot_id: bot.id.as_str().to_owned(),
-        bot_metadata: bot.metadata.clone(),
-        recording_id: bot.recording_id.clone(),
-        participant_events_id: bot.participant_events_id.clone(),
-        transcript_id: bot.transcript_id.clone(),
-    };
+    let context = bot.envelope_context();
     let endpoints: Vec<Endpoint> = bot_endpoints(c, bot_id)?
         .into_iter()
         .filter(|e| e.status == EndpointStatus::Active)
