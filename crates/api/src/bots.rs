@@ -131,7 +131,7 @@ pub async fn get_one(
     Ok(Json(bot_json(&bot)))
 }
 
-#[tracing::instrument(skip_all, fields(bot_id = %id))]
+#[tracing::instrument(level = "debug", skip_all, fields(bot_id = %id))]
 pub async fn publish(
     State(state): State<AppState>,
     _: Admin,

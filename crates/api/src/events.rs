@@ -30,7 +30,7 @@ pub struct PublishBody {
     data: Box<RawValue>,
 }
 
-#[tracing::instrument(skip_all, fields(event_id))]
+#[tracing::instrument(level = "debug", skip_all, fields(event_id))]
 pub async fn publish(
     State(state): State<AppState>,
     _: Admin,

@@ -88,7 +88,7 @@ impl Sender {
     }
 
     /// Makes one attempt of `job`. Never fails: every way it can end is an outcome.
-    #[tracing::instrument(skip_all, fields(event_id = %job.event_id, endpoint_id = %job.endpoint_id, attempt = job.attempt))]
+    #[tracing::instrument(level = "debug", skip_all, fields(event_id = %job.event_id, endpoint_id = %job.endpoint_id, attempt = job.attempt))]
     pub async fn attempt(&self, job: &ClaimedDelivery, now_ms: i64) -> SentAttempt {
         let timestamp_s = now_ms / 1000;
         let signature = Signer::new(&job.secret).sign(job.event_id.as_str(), timestamp_s, &job.body);

@@ -31,11 +31,33 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-async fn stores() -> Vec<(&'static str, Fixture)> {
-    let mut out = Vec::new();
+/// Where one backend's test store lives, so that it can be opened again.
+enum Place {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl Place {
+    async fn open(&self, version: usize) -> StoreResult<Arc<dyn Store>> {
+        Ok(match self {
+            Place::Sqlite(path) => Arc::new(SqliteStore::open_at_schema(path, Durability::Normal, version)?),
+            Place::Postgres(url) => Arc::new(PgStore::open_at_schema(url, 4, version).await?),
+        })
+    }
+
+    fn latest(&self) -> usize {
+        match self {
+            Place::Sqlite(_) => herald_store::sqlite::latest_version(),
+            Place::Postgres(_) => herald_store::postgres::latest_version(),
+        }
+    }
+}
+
+/// A fresh place for each backend: a SQLite file always, a PostgreSQL schema
+/// (dropped after) when `HERALD_TEST_POSTGRES_URL` is set.
+async fn places() -> Vec<(&'static str, Place, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("h.db"), Durability::Normal).unwrap());
-    out.push(("sqlite", fixture(sqlite, dir).await));
+    let mut out = vec![("sqlite", Place::Sqlite(dir.path().join("h.db")), dir)];
     match std::env::var("HERALD_TEST_POSTGRES_URL") {
         Ok(base) if !base.is_empty() => {
             let schema = format!("herald_c_{}", herald_domain::ids::new_suffix(NOW));
@@ -44,8 +66,7 @@ async fn stores() -> Vec<(&'static str, Fixture)> {
             client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
             let sep = if base.contains('?') { '&' } else { '?' };
             let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-            let pg: Arc<dyn Store> = Arc::new(PgStore::open(&url, 4).await.unwrap());
-            out.push(("postgres", fixture(pg, tempfile::tempdir().unwrap()).await));
+            out.push(("postgres", Place::Postgres(url), tempfile::tempdir().unwrap()));
             // The schema goes when the suite's runtime ends; tests are short.
             tokio::spawn(async move {
                 tokio::time::sleep(std::time::Duration::from_secs(20)).await;
@@ -59,6 +80,15 @@ async fn stores() -> Vec<(&'static str, Fixture)> {
             );
             eprintln!("skipping PostgreSQL: HERALD_TEST_POSTGRES_URL is not set");
         }
+    }
+    out
+}
+
+async fn stores() -> Vec<(&'static str, Fixture)> {
+    let mut out = Vec::new();
+    for (name, place, dir) in places().await {
+        let store = place.open(place.latest()).await.unwrap();
+        out.push((name, fixture(store, dir).await));
     }
     out
 }
@@ -308,5 +338,141 @@ async fn ordered_endpoints_are_claimed_as_runs_one_claimer_at_a_time_and_fail_as
                 .is_empty(),
             "{name}"
         );
+    }
+}
+
+/// A newer binary opens a store an older one wrote (one schema version
+/// behind: the data was written through the same store code at that
+/// version), migrates it, and finds everything: endpoints, events with their
+/// idempotency, pending retries, and the log under every filter.
+#[tokio::test]
+async fn a_newer_binary_upgrades_an_older_store_without_losing_data() {
+    for (name, place, dir) in places().await {
+        let old = place.latest() - 1;
+        let f = fixture(place.open(old).await.unwrap(), dir).await;
+        let endpoint = webhook(&f).await;
+        let mut published = publish(&f, &lease("a", NOW + 1_000)).await;
+        published.extend(publish(&f, &lease("a", NOW + 1_000)).await);
+        let (retried, delivered) = (&published[0], &published[1]);
+        f.store
+            .record_attempt(record(retried, DeliveryNext::RetryAt(NOW + 2_000), None))
+            .await
+            .unwrap();
+        let mut success = record(delivered, DeliveryNext::Succeeded, None);
+        success.status = herald_domain::attempt::AttemptStatus::Success;
+        success.error = None;
+        f.store.record_attempt(success).await.unwrap();
+        let Fixture {
+            store,
+            team,
+            account,
+            _dir,
+        } = f;
+        drop(store);
+
+        let f = Fixture {
+            store: place.open(place.latest()).await.unwrap(),
+            team,
+            account,
+            _dir,
+        };
+        let hooks = f.store.list_webhooks(&f.team).await.unwrap();
+        assert_eq!(hooks.len(), 1, "{name}");
+        assert_eq!(hooks[0].id, endpoint, "{name}");
+
+        let log = |status, event: Option<EventId>| {
+            let filter = AttemptFilter {
+                status,
+                event_id: event,
+                before: None,
+                limit: 10,
+            };
+            let (store, team, endpoint) = (Arc::clone(&f.store), f.team.clone(), endpoint.clone());
+            async move {
+                store
+                    .list_attempts(&team, &endpoint, &filter)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|a| a.event_id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        use herald_domain::attempt::AttemptStatus::{Failed, Retrying, Success};
+        assert_eq!(log(None, None).await.len(), 2, "{name}: the whole log");
+        assert_eq!(
+            log(Some(Retrying), None).await,
+            vec![retried.event_id.clone()],
+            "{name}"
+        );
+        assert_eq!(
+            log(Some(Success), None).await,
+            vec![delivered.event_id.clone()],
+            "{name}"
+        );
+        assert!(log(Some(Failed), None).await.is_empty(), "{name}");
+        assert_eq!(
+            log(None, Some(delivered.event_id.clone())).await,
+            vec![delivered.event_id.clone()],
+            "{name}: the event filter"
+        );
+
+        let due = f
+            .store
+            .claim_due(NOW + 2_000, 10, &lease("b", NOW + 9_000))
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 1, "{name}: the pending retry survived");
+        assert_eq!((due[0].id, due[0].attempt), (retried.id, 2), "{name}");
+
+        let again = NewEvent {
+            id: delivered.event_id.clone(),
+            id_given: true,
+            team_id: f.team.to_string(),
+            account_id: f.account.clone(),
+            event_type: EventType::MeetingCompleted,
+            created_at: NOW,
+            data: "{}".into(),
+            body: Bytes::from_static(b"{\"data\":{}}"),
+        };
+        assert!(
+            matches!(
+                f.store.publish(again, &lease("b", NOW + 9_000)).await.unwrap(),
+                PublishOutcome::Existing(_)
+            ),
+            "{name}: idempotency holds across the upgrade"
+        );
+    }
+}
+
+/// An older binary refuses a store that a newer one migrated, rather than
+/// writing to a schema it does not know.
+#[tokio::test]
+async fn an_older_binary_refuses_a_newer_store() {
+    for (name, place, _dir) in places().await {
+        drop(place.open(place.latest()).await.unwrap());
+        let newer = place.latest() + 1;
+        match &place {
+            Place::Sqlite(path) => {
+                let c = rusqlite::Connection::open(path).unwrap();
+                c.pragma_update(None, "user_version", newer as i64).unwrap();
+            }
+            Place::Postgres(url) => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(connection);
+                client
+                    .execute(
+                        "INSERT INTO herald_migrations (version, applied_at) VALUES ($1, 0)",
+                        &[&(newer as i32)],
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        let err = match place.open(place.latest()).await {
+            Ok(_) => panic!("{name}: a newer store was opened"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("newer than this binary"), "{name}: {err}");
     }
 }

@@ -10,6 +10,7 @@
 //! and changed endpoints, so nobody polls on the hot path.
 
 mod schema;
+pub use schema::latest_version;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -65,6 +66,13 @@ fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
 impl PgStore {
     /// Connects to `url` (a `postgres://` URL) and applies migrations.
     pub async fn open(url: &str, pool_size: usize) -> StoreResult<Self> {
+        Self::open_at_schema(url, pool_size, schema::latest_version()).await
+    }
+
+    /// Connects and migrates only up to schema `version`: what an older
+    /// binary left behind, for the upgrade tests.
+    #[doc(hidden)]
+    pub async fn open_at_schema(url: &str, pool_size: usize, version: usize) -> StoreResult<Self> {
         let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
         config.connect_timeout(Duration::from_secs(2));
@@ -87,7 +95,7 @@ impl PgStore {
         tokio::spawn(record_batches(pool.clone(), records));
         let store = Self { pool, config, recorder };
         let mut client = store.client().await?;
-        schema::migrate(&mut client).await?;
+        schema::migrate(&mut client, version).await?;
         Ok(store)
     }
 
@@ -967,6 +975,11 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<Attempt>> {
         let status = filter.status.map(|s| s.as_str());
         let event = filter.event_id.as_ref().map(|e| e.as_str());
+        // Lets the partial index of unsuccessful attempts serve (migration 3).
+        let unsuccessful = match filter.status {
+            Some(s) if s != AttemptStatus::Success => "AND a.status <> 'success'",
+            _ => "",
+        };
         let rows = self
             .client()
             .await?
@@ -974,7 +987,7 @@ impl Store for PgStore {
                 &format!(
                     "SELECT {ATTEMPT_COLUMNS}, NULL::bytea, NULL::bytea FROM attempts a
                      WHERE a.endpoint_id = $1 AND a.team_id = $2
-                       AND ($3::text IS NULL OR a.status = $3)
+                       AND ($3::text IS NULL OR a.status = $3) {unsuccessful}
                        AND ($4::text IS NULL OR a.event_id = $4)
                        AND ($5::bigint IS NULL OR a.timestamp < $5 OR (a.timestamp = $5 AND a.seq < $6))
                      ORDER BY a.timestamp DESC, a.seq DESC LIMIT $7"
