@@ -45,6 +45,32 @@ impl Place {
         })
     }
 
+    /// How many rows of `table` belong to `endpoint`, read with raw SQL.
+    async fn rows_of(&self, table: &str, endpoint: &EndpointId) -> i64 {
+        match self {
+            Place::Sqlite(path) => rusqlite::Connection::open(path)
+                .unwrap()
+                .query_row(
+                    &format!("SELECT count(*) FROM {table} WHERE endpoint_id = ?1"),
+                    [endpoint.as_str()],
+                    |r| r.get(0),
+                )
+                .unwrap(),
+            Place::Postgres(url) => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(connection);
+                client
+                    .query_one(
+                        &format!("SELECT count(*) FROM {table} WHERE endpoint_id = $1"),
+                        &[&endpoint.as_str()],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0)
+            }
+        }
+    }
+
     fn latest(&self) -> usize {
         match self {
             Place::Sqlite(_) => herald_store::sqlite::latest_version(),
@@ -474,5 +500,43 @@ async fn an_older_binary_refuses_a_newer_store() {
             Err(e) => e.to_string(),
         };
         assert!(err.contains("newer than this binary"), "{name}: {err}");
+    }
+}
+
+/// Deleting an endpoint takes every delivery of it (finished, waiting for a
+/// retry, never tried) and its log, and nothing of another endpoint.
+#[tokio::test]
+async fn deleting_an_endpoint_removes_all_its_deliveries_and_its_log() {
+    for (name, place, dir) in places().await {
+        let f = fixture(place.open(place.latest()).await.unwrap(), dir).await;
+        let (gone, kept) = (webhook(&f).await, webhook(&f).await);
+        let done = publish(&f, &lease("a", NOW + 1_000)).await;
+        let retrying = publish(&f, &lease("a", NOW + 1_000)).await;
+        publish(&f, &lease("a", NOW + 1_000)).await;
+        for d in &done {
+            let mut success = record(d, DeliveryNext::Succeeded, None);
+            success.status = herald_domain::attempt::AttemptStatus::Success;
+            f.store.record_attempt(success).await.unwrap();
+        }
+        for d in &retrying {
+            f.store
+                .record_attempt(record(d, DeliveryNext::RetryAt(NOW + 2_000), None))
+                .await
+                .unwrap();
+        }
+        assert_eq!(place.rows_of("deliveries", &gone).await, 3, "{name}");
+        f.store.delete_endpoint(&f.team, &gone).await.unwrap();
+        assert_eq!(place.rows_of("deliveries", &gone).await, 0, "{name}: deliveries");
+        assert_eq!(place.rows_of("attempts", &gone).await, 0, "{name}: log");
+        assert_eq!(
+            place.rows_of("deliveries", &kept).await,
+            3,
+            "{name}: the other endpoint's"
+        );
+        assert_eq!(
+            place.rows_of("attempts", &kept).await,
+            2,
+            "{name}: the other endpoint's log"
+        );
     }
 }

@@ -443,9 +443,17 @@ impl Store for PgStore {
         if n == 0 {
             return Err(StoreError::NotFound);
         }
-        tx.execute("DELETE FROM deliveries WHERE endpoint_id = $1", &[&id.as_str()])
-            .await
-            .map_err(pg_error)?;
+        // Every delivery that left `pending` has an attempt in the log; the
+        // pending ones are in the two partial indexes (schema 3).
+        tx.execute(
+            "DELETE FROM deliveries WHERE seq IN (
+                 SELECT delivery_seq FROM attempts WHERE endpoint_id = $1
+                 UNION ALL SELECT seq FROM deliveries WHERE state = 'pending' AND NOT ordered AND endpoint_id = $1
+                 UNION ALL SELECT seq FROM deliveries WHERE state = 'pending' AND ordered AND endpoint_id = $1)",
+            &[&id.as_str()],
+        )
+        .await
+        .map_err(pg_error)?;
         tx.execute("DELETE FROM attempts WHERE endpoint_id = $1", &[&id.as_str()])
             .await
             .map_err(pg_error)?;
@@ -864,7 +872,7 @@ impl Store for PgStore {
             .query(
                 "SELECT d.seq, d.event_id, v.event_type, d.attempts, e.url FROM deliveries d
                  JOIN events v ON v.id = d.event_id JOIN endpoints e ON e.id = d.endpoint_id
-                 WHERE d.endpoint_id = $1 AND d.state = 'pending' ORDER BY d.seq FOR UPDATE OF d",
+                 WHERE d.endpoint_id = $1 AND d.state = 'pending' AND d.ordered ORDER BY d.seq FOR UPDATE OF d",
                 &[&last.endpoint_id.as_str()],
             )
             .await

@@ -115,10 +115,13 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE deliveries ADD COLUMN manual BOOLEAN NOT NULL DEFAULT FALSE;
     ALTER TABLE attempts ADD COLUMN manual BOOLEAN NOT NULL DEFAULT FALSE;
     "#,
-    // 3: cheaper attempt records, as in SQLite: the status filter reads a
-    // partial index of the unsuccessful attempts, the event filter an index
-    // on the (time-ordered) event id, instead of two more per-endpoint indexes.
+    // 3: cheaper deliveries, as in SQLite: the status filter reads a partial
+    // index of the unsuccessful attempts, the event filter an index on the
+    // (time-ordered) event id, instead of two more per-endpoint indexes; and
+    // deliveries lose their endpoint index (an endpoint's deliveries are found
+    // through its log and the two partial pending indexes).
     r#"
+    DROP INDEX deliveries_endpoint;
     DROP INDEX attempts_endpoint_status;
     DROP INDEX attempts_endpoint_event;
     CREATE INDEX attempts_endpoint_unsuccessful ON attempts(endpoint_id, status, timestamp, seq)

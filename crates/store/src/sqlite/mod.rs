@@ -412,8 +412,16 @@ impl Store for SqliteStore {
                 if n == 0 {
                     return Err(StoreError::NotFound);
                 }
-                c.execute("DELETE FROM deliveries WHERE endpoint_id = ?1", [&id])
-                    .map_err(internal)?;
+                // Every delivery that left `pending` has an attempt in the log;
+                // the pending ones are in the two partial indexes (schema 3).
+                c.execute(
+                    "DELETE FROM deliveries WHERE seq IN (
+                         SELECT delivery_seq FROM attempts WHERE endpoint_id = ?1
+                         UNION ALL SELECT seq FROM deliveries WHERE state = 'pending' AND ordered = 0 AND endpoint_id = ?1
+                         UNION ALL SELECT seq FROM deliveries WHERE state = 'pending' AND ordered = 1 AND endpoint_id = ?1)",
+                    [&id],
+                )
+                .map_err(internal)?;
                 c.execute("DELETE FROM attempts WHERE endpoint_id = ?1", [&id])
                     .map_err(internal)?;
                 Ok(())
@@ -691,7 +699,7 @@ impl Store for SqliteStore {
                     .prepare_cached(
                         "SELECT d.seq, d.event_id, v.event_type, d.attempts, e.url FROM deliveries d
                          JOIN events v ON v.id = d.event_id JOIN endpoints e ON e.id = d.endpoint_id
-                         WHERE d.endpoint_id = ?1 AND d.state = 'pending' ORDER BY d.seq",
+                         WHERE d.endpoint_id = ?1 AND d.state = 'pending' AND d.ordered = 1 ORDER BY d.seq",
                     )
                     .map_err(internal)?;
                 let dropped = pending

@@ -134,13 +134,17 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE deliveries ADD COLUMN manual INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE attempts ADD COLUMN manual INTEGER NOT NULL DEFAULT 0;
     "#,
-    // 3: cheaper attempt records. Every attempt paid for three per-endpoint
-    // indexes; the log's status filter is now served by a partial index of
-    // the attempts that did not succeed (a successful attempt, the common
-    // case, skips it; the `success` filter reads the main index), and its
-    // event filter by an index on the event id, which is time-ordered and so
-    // appends rather than touching one page per endpoint.
+    // 3: cheaper deliveries. Each index keyed by endpoint costs a commit one
+    // page per endpoint it touches. Every attempt paid for three; the log's
+    // status filter is now served by a partial index of the attempts that did
+    // not succeed (a successful attempt, the common case, skips it; the
+    // `success` filter reads the main index), and its event filter by an
+    // index on the event id, which is time-ordered and so appends. Deliveries
+    // lose their endpoint index: deleting an endpoint finds its finished
+    // deliveries through its log and its pending ones through the two
+    // partial pending indexes.
     r#"
+    DROP INDEX deliveries_endpoint;
     DROP INDEX attempts_endpoint_status;
     DROP INDEX attempts_endpoint_event;
     CREATE INDEX attempts_endpoint_unsuccessful ON attempts(endpoint_id, status, timestamp, seq)
