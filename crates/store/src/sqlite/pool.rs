@@ -9,6 +9,7 @@
 //! only after that commit, so nothing is acknowledged before it is durable.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
@@ -58,16 +59,18 @@ impl Connections {
             idle.push(open_connection(path, true, durability)?);
         }
         let (tx, rx) = mpsc::channel::<WriteJob>(4096);
+        let rewind = Arc::new(AtomicBool::new(false));
+        let rewind_wanted = Arc::clone(&rewind);
         std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
-            .spawn(move || run_writer(write_conn, rx))
+            .spawn(move || run_writer(write_conn, rx, &rewind))
             .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
         let alive = Arc::new(());
         let checkpoint_conn = open_connection(path, false, durability)?;
         let weak = Arc::downgrade(&alive);
         std::thread::Builder::new()
             .name("herald-sqlite-checkpoint".into())
-            .spawn(move || run_checkpointer(checkpoint_conn, weak))
+            .spawn(move || run_checkpointer(checkpoint_conn, weak, &rewind_wanted))
             .map_err(|e| StoreError::Internal(format!("cannot start the checkpoint thread: {e}")))?;
         Ok(Self {
             _alive: alive,
@@ -169,7 +172,7 @@ fn open_connection(path: &Path, read_only: bool, durability: Durability) -> Stor
     Ok(conn)
 }
 
-fn run_writer(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
+fn run_writer(conn: Connection, mut rx: mpsc::Receiver<WriteJob>, rewind: &AtomicBool) {
     let mut batch: Vec<WriteJob> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -180,6 +183,28 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
             }
         }
         commit_batch(&conn, &mut batch);
+        if rewind.swap(false, Ordering::Relaxed) {
+            rewind_wal(&conn);
+        }
+    }
+}
+
+/// The WAL length, in frames, past which the writer rewinds it.
+const REWIND_FRAMES: i64 = 8192;
+
+/// Makes the next commit write the WAL from its start again. Under steady
+/// load the background checkpoints never catch up with the last frame, and
+/// SQLite only restarts a WAL that is wholly checkpointed, so it would grow
+/// without end (gigabytes in a minute), every commit extending the file:
+/// new blocks to allocate and zero instead of pages to overwrite. Between
+/// batches the writer checkpoints what is left and waits for readers to
+/// leave the WAL (`RESTART`); the file keeps its size and is reused.
+fn rewind_wal(conn: &Connection) {
+    match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+    }) {
+        Ok((busy, log, done)) => tracing::debug!(busy, log, done, "rewound the WAL"),
+        Err(e) => tracing::warn!(error = %e, "WAL restart checkpoint failed"),
     }
 }
 
@@ -234,11 +259,13 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 /// Checkpoints the WAL into the database file from its own connection, so
 /// that the writer never pays for a checkpoint (and its fsync) inside a
 /// commit. Stops when the store is dropped.
-fn run_checkpointer(conn: Connection, alive: std::sync::Weak<()>) {
+fn run_checkpointer(conn: Connection, alive: std::sync::Weak<()>, rewind: &AtomicBool) {
     while alive.upgrade().is_some() {
         std::thread::sleep(std::time::Duration::from_millis(250));
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+            Ok(frames) if frames >= REWIND_FRAMES => rewind.store(true, Ordering::Relaxed),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
         }
     }
 }
