@@ -1045,12 +1045,13 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
 fn publish_in(c: &Connection, event: NewEvent, lease: &Lease) -> StoreResult<PublishOutcome> {
     if event.id_given {
         let existing = c
-            .query_row(
-                "SELECT event_type, created_at, body FROM events WHERE id = ?1",
-                [event.id.as_str()],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)),
-            )
-            .optional()
+            .prepare_cached("SELECT event_type, created_at, body FROM events WHERE id = ?1")
+            .and_then(|mut s| {
+                s.query_row([event.id.as_str()], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?))
+                })
+                .optional()
+            })
             .map_err(internal)?;
         if let Some((event_type, created_at, body)) = existing {
             let stored_data = stored_data_of(&body);
@@ -1064,11 +1065,10 @@ fn publish_in(c: &Connection, event: NewEvent, lease: &Lease) -> StoreResult<Pub
             return Ok(PublishOutcome::Conflict);
         }
     }
+    // Every publish runs these statements: each is parsed once per connection.
     let account: Option<String> = c
-        .query_row("SELECT account_id FROM teams WHERE id = ?1", [&event.team_id], |r| {
-            r.get(0)
-        })
-        .optional()
+        .prepare_cached("SELECT account_id FROM teams WHERE id = ?1")
+        .and_then(|mut s| s.query_row([&event.team_id], |r| r.get(0)).optional())
         .map_err(internal)?;
     match account {
         None => return Ok(PublishOutcome::UnknownTeam),
