@@ -11,6 +11,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -147,7 +148,7 @@ fn open_connection(path: &Path, read_only: bool, durability: Durability) -> Stor
     };
     let conn = Connection::open_with_flags(path, flags)
         .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(internal)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(internal)?;
     if !read_only {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(internal)?;
     }
@@ -183,8 +184,8 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<WriteJob>, rewind: &Atomi
             }
         }
         commit_batch(&conn, &mut batch);
-        if rewind.swap(false, Ordering::Relaxed) {
-            rewind_wal(&conn);
+        if rewind.load(Ordering::Relaxed) && rewind_wal(&conn) {
+            rewind.store(false, Ordering::Relaxed);
         }
     }
 }
@@ -192,21 +193,35 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<WriteJob>, rewind: &Atomi
 /// The WAL length, in frames, past which the writer rewinds it.
 const REWIND_FRAMES: i64 = 8192;
 
-/// Makes the next commit write the WAL from its start again. Under steady
-/// load the background checkpoints never catch up with the last frame, and
-/// SQLite only restarts a WAL that is wholly checkpointed, so it would grow
-/// without end (gigabytes in a minute), every commit extending the file:
-/// new blocks to allocate and zero instead of pages to overwrite. Between
-/// batches the writer checkpoints what is left and waits for readers to
-/// leave the WAL (`RESTART`); the file keeps its size and is reused.
-fn rewind_wal(conn: &Connection) {
-    match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
+/// Makes the next commit write the WAL from its start again; returns whether
+/// it could. Under steady load the background checkpoints never catch up
+/// with the last frame, and SQLite only restarts a WAL that is wholly
+/// checkpointed, so it would grow without end (gigabytes in a minute), every
+/// commit extending the file: new blocks to allocate and zero instead of
+/// pages to overwrite. Between batches the writer checkpoints what is left
+/// and, if no reader is still in the WAL, has the next commit start over
+/// (`RESTART`); the file keeps its size and is reused. It never waits: if the
+/// checkpointer or a reader is in the way it tries again after the next batch.
+fn rewind_wal(conn: &Connection) -> bool {
+    let _ = conn.busy_timeout(Duration::ZERO);
+    let result = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
         Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-    }) {
-        Ok((busy, log, done)) => tracing::debug!(busy, log, done, "rewound the WAL"),
-        Err(e) => tracing::warn!(error = %e, "WAL restart checkpoint failed"),
+    });
+    let _ = conn.busy_timeout(BUSY_TIMEOUT);
+    match result {
+        Ok((busy, log, done)) => {
+            tracing::debug!(busy, log, done, "WAL rewind");
+            busy == 0
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "WAL rewind must wait");
+            false
+        }
     }
 }
+
+/// How long a connection waits for a lock another holds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn commit_batch(conn: &Connection, batch: &mut Vec<WriteJob>) {
     if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
@@ -258,17 +273,32 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 
 /// Checkpoints the WAL into the database file from its own connection, so
 /// that the writer never pays for a checkpoint (and its fsync) inside a
-/// commit. Stops when the store is dropped.
+/// commit. While the WAL is long the checkpoints come faster, so that little
+/// is left for the writer's rewind. Stops when the store is dropped.
 fn run_checkpointer(conn: Connection, alive: std::sync::Weak<()>, rewind: &AtomicBool) {
+    let mut pause = CHECKPOINT_PAUSE;
     while alive.upgrade().is_some() {
-        std::thread::sleep(std::time::Duration::from_millis(250));
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
-            Ok(frames) if frames >= REWIND_FRAMES => rewind.store(true, Ordering::Relaxed),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
-        }
+        std::thread::sleep(pause);
+        pause = match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+            Ok(frames) => {
+                if frames >= REWIND_FRAMES {
+                    rewind.store(true, Ordering::Relaxed);
+                }
+                if frames >= REWIND_FRAMES / 4 {
+                    CHECKPOINT_PAUSE / 5
+                } else {
+                    CHECKPOINT_PAUSE
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+                CHECKPOINT_PAUSE
+            }
+        };
     }
 }
+
+const CHECKPOINT_PAUSE: Duration = Duration::from_millis(250);
 
 pub(crate) fn internal(e: rusqlite::Error) -> StoreError {
     StoreError::Internal(e.to_string())
