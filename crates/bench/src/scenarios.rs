@@ -229,6 +229,7 @@ fn cluster_stats(nodes: &[Herald]) -> crate::server::ProcStats {
         peak_rss_mb: all.iter().map(|s| s.peak_rss_mb).fold(0.0, f64::max),
         rss_mb: all.iter().map(|s| s.rss_mb).fold(0.0, f64::max),
         cpu_s: all.iter().map(|s| s.cpu_s).sum(),
+        wal_mb: all.iter().map(|s| s.wal_mb).fold(0.0, f64::max),
     }
 }
 
@@ -494,6 +495,7 @@ async fn run_team(name: &str, p: &Params, shape: TeamShape) -> anyhow::Result<Re
     report.set_f("max_ms", ms(&latency, 1.0), 3);
     report.set_f("server_rss_mb", server.peak_rss_mb, 1);
     report.set_f("server_cpu_s", server.cpu_s, 2);
+    report.set_f("wal_mb", server.wal_mb, 1);
     report.set_f("ready_ms", herald.ready_ms, 1);
     report.set("expected_deliveries", expected);
     report.set("missing", missing);
@@ -717,6 +719,7 @@ pub async fn realtime(p: &Params) -> anyhow::Result<Report> {
     report.set_f("max_ms", ms(&latency, 1.0), 3);
     report.set_f("server_rss_mb", server.peak_rss_mb, 1);
     report.set_f("server_cpu_s", server.cpu_s, 2);
+    report.set_f("wal_mb", server.wal_mb, 1);
     report.set_f("ready_ms", herald.ready_ms, 1);
     report.set("bots", bots_u);
     report.set_f("rate", rate, 1);

@@ -66,6 +66,9 @@ pub struct ProcStats {
     pub rss_mb: f64,
     /// User plus system CPU time, in seconds.
     pub cpu_s: f64,
+    /// The size of the SQLite write-ahead log file, in MiB (0 on PostgreSQL).
+    /// SQLite reuses the file without shrinking it, so this is its peak.
+    pub wal_mb: f64,
 }
 
 impl Herald {
@@ -179,6 +182,9 @@ impl Herald {
             peak_rss_mb: hwm.max(rss).max(sampled) as f64 / 1024.0,
             rss_mb: rss as f64 / 1024.0,
             cpu_s: proc_cpu_s(&format!("/proc/{}/stat", self.pid)).unwrap_or(0.0),
+            wal_mb: std::fs::metadata(self.dir.path().join("herald.db-wal"))
+                .map(|m| m.len() as f64 / (1024.0 * 1024.0))
+                .unwrap_or(0.0),
         }
     }
 

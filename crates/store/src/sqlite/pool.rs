@@ -199,11 +199,12 @@ const REWIND_FRAMES: i64 = 8192;
 /// checkpointed, so it would grow without end (gigabytes in a minute), every
 /// commit extending the file: new blocks to allocate and zero instead of
 /// pages to overwrite. Between batches the writer checkpoints what is left
-/// and, if no reader is still in the WAL, has the next commit start over
-/// (`RESTART`); the file keeps its size and is reused. It never waits: if the
-/// checkpointer or a reader is in the way it tries again after the next batch.
+/// and waits for readers to leave the WAL (`RESTART`), so the next commit
+/// starts over and the file is reused. The checkpointer stands aside while a
+/// rewind is wanted; a reader still in the WAL after [`REWIND_WAIT`] only
+/// puts the rewind off to the next batch.
 fn rewind_wal(conn: &Connection) -> bool {
-    let _ = conn.busy_timeout(Duration::ZERO);
+    let _ = conn.busy_timeout(REWIND_WAIT);
     let result = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
         Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
     });
@@ -214,11 +215,14 @@ fn rewind_wal(conn: &Connection) -> bool {
             busy == 0
         }
         Err(e) => {
-            tracing::debug!(error = %e, "WAL rewind must wait");
+            tracing::debug!(error = %e, "WAL rewind put off");
             false
         }
     }
 }
+
+/// How long a rewind waits for readers to leave the WAL.
+const REWIND_WAIT: Duration = Duration::from_millis(20);
 
 /// How long a connection waits for a lock another holds.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -273,28 +277,20 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 
 /// Checkpoints the WAL into the database file from its own connection, so
 /// that the writer never pays for a checkpoint (and its fsync) inside a
-/// commit. While the WAL is long the checkpoints come faster, so that little
-/// is left for the writer's rewind. Stops when the store is dropped.
+/// commit. When the WAL has grown long it asks the writer to rewind it, and
+/// stands aside until that is done so that the two do not contend for the
+/// checkpoint lock. Stops when the store is dropped.
 fn run_checkpointer(conn: Connection, alive: std::sync::Weak<()>, rewind: &AtomicBool) {
-    let mut pause = CHECKPOINT_PAUSE;
     while alive.upgrade().is_some() {
-        std::thread::sleep(pause);
-        pause = match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
-            Ok(frames) => {
-                if frames >= REWIND_FRAMES {
-                    rewind.store(true, Ordering::Relaxed);
-                }
-                if frames >= REWIND_FRAMES / 4 {
-                    CHECKPOINT_PAUSE / 5
-                } else {
-                    CHECKPOINT_PAUSE
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "WAL checkpoint failed");
-                CHECKPOINT_PAUSE
-            }
-        };
+        std::thread::sleep(CHECKPOINT_PAUSE);
+        if rewind.load(Ordering::Relaxed) {
+            continue;
+        }
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+            Ok(frames) if frames >= REWIND_FRAMES => rewind.store(true, Ordering::Relaxed),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+        }
     }
 }
 
