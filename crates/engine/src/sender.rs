@@ -7,7 +7,7 @@
 //! are on, the client resolves names through [`GuardedResolver`], which hands
 //! it only public addresses, so the address actually connected to is always
 //! one that passed the check; hosts written as IP literals never reach a
-//! resolver and are checked here before each attempt.
+//! resolver and are checked here, once per URL, before it is sent to.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,9 +36,8 @@ pub struct Sender {
     timeout: Duration,
     policy: TargetPolicy,
     user_agent: String,
-    /// Target URLs already parsed: every attempt to an endpoint names the
-    /// same one, and parsing it (IDNA and all) was a visible share of an
-    /// attempt's cost. Emptied when it grows past [`PARSED_URLS`].
+    /// Target URLs already parsed and checked (see [`Sender::target`]).
+    /// Emptied when it grows past [`PARSED_URLS`].
     parsed: Mutex<HashMap<String, reqwest::Url>>,
 }
 
@@ -110,9 +109,9 @@ impl Sender {
             ("webhook-signature".to_owned(), signature),
         ];
         let started = Instant::now();
-        let result = match self.refuse_literal_target(&job.url) {
-            Some(outcome) => Err(outcome),
-            None => self.send(&job.url, &request_headers, job.body.clone()).await,
+        let result = match self.target(&job.url) {
+            Err(outcome) => Err(outcome),
+            Ok(target) => self.send(target, &request_headers, job.body.clone()).await,
         };
         let duration = started.elapsed();
         let (outcome, response) = match result {
@@ -135,12 +134,16 @@ impl Sender {
         }
     }
 
-    fn parsed_url(&self, url: &str) -> Result<reqwest::Url, String> {
+    /// The URL to send to, parsed and checked against the target rules once
+    /// per endpoint URL: every attempt to an endpoint names the same one, and
+    /// parsing it (IDNA and all) was a visible share of an attempt's cost.
+    /// Refusals are not kept, so a refused URL is checked each time.
+    fn target(&self, url: &str) -> Result<reqwest::Url, AttemptOutcome> {
         let mut parsed = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(known) = parsed.get(url) {
             return Ok(known.clone());
         }
-        let fresh = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+        let fresh = self.check_target(url)?;
         if parsed.len() >= PARSED_URLS {
             parsed.clear();
         }
@@ -148,28 +151,26 @@ impl Sender {
         Ok(fresh)
     }
 
-    fn refuse_literal_target(&self, url: &str) -> Option<AttemptOutcome> {
+    /// Hosts written as IP literals never reach the guarded resolver, so
+    /// they are checked here.
+    fn check_target(&self, url: &str) -> Result<reqwest::Url, AttemptOutcome> {
         if self.policy == TargetPolicy::AllowInsecure {
-            return None;
+            return reqwest::Url::parse(url).map_err(|e| AttemptOutcome::Other(format!("invalid URL: {e}")));
         }
-        let parsed = match herald_domain::target::check_url(url, self.policy) {
-            Ok(parsed) => parsed,
-            Err(e) => return Some(AttemptOutcome::RefusedTarget(format!("the URL {e}"))),
-        };
-        literal_ip(&parsed)
-            .filter(|ip| !is_public_ip(*ip))
-            .map(|ip| AttemptOutcome::RefusedTarget(format!("{ip} is an internal address")))
+        let parsed = herald_domain::target::check_url(url, self.policy)
+            .map_err(|e| AttemptOutcome::RefusedTarget(format!("the URL {e}")))?;
+        match literal_ip(&parsed).filter(|ip| !is_public_ip(*ip)) {
+            Some(ip) => Err(AttemptOutcome::RefusedTarget(format!("{ip} is an internal address"))),
+            None => Ok(parsed),
+        }
     }
 
     async fn send(
         &self,
-        url: &str,
+        target: reqwest::Url,
         headers: &[(String, String)],
         body: Bytes,
     ) -> Result<ResponseRecord, AttemptOutcome> {
-        let target = self
-            .parsed_url(url)
-            .map_err(|e| AttemptOutcome::Other(format!("invalid URL: {e}")))?;
         let mut request = self.client.post(target).body(body);
         for (name, value) in headers {
             request = request.header(name.as_str(), value.as_str());
