@@ -56,18 +56,15 @@ impl Place {
                     |r| r.get(0),
                 )
                 .unwrap(),
-            Place::Postgres(url) => {
-                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
-                tokio::spawn(connection);
-                client
-                    .query_one(
-                        &format!("SELECT count(*) FROM {table} WHERE endpoint_id = $1"),
-                        &[&endpoint.as_str()],
-                    )
-                    .await
-                    .unwrap()
-                    .get(0)
-            }
+            Place::Postgres(url) => pg_client(url)
+                .await
+                .query_one(
+                    &format!("SELECT count(*) FROM {table} WHERE endpoint_id = $1"),
+                    &[&endpoint.as_str()],
+                )
+                .await
+                .unwrap()
+                .get(0),
         }
     }
 
@@ -79,6 +76,13 @@ impl Place {
     }
 }
 
+/// A plain connection, for what the tests do beside the store.
+async fn pg_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
 /// A fresh place for each backend: a SQLite file always, a PostgreSQL schema
 /// (dropped after) when `HERALD_TEST_POSTGRES_URL` is set.
 async fn places() -> Vec<(&'static str, Place, tempfile::TempDir)> {
@@ -87,8 +91,7 @@ async fn places() -> Vec<(&'static str, Place, tempfile::TempDir)> {
     match std::env::var("HERALD_TEST_POSTGRES_URL") {
         Ok(base) if !base.is_empty() => {
             let schema = format!("herald_c_{}", herald_domain::ids::new_suffix(NOW));
-            let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await.unwrap();
-            tokio::spawn(connection);
+            let client = pg_client(&base).await;
             client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
             let sep = if base.contains('?') { '&' } else { '?' };
             let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
@@ -183,6 +186,15 @@ fn record(d: &ClaimedDelivery, next: DeliveryNext, keep: Option<i64>) -> Attempt
         error: Some("refused".into()),
         next,
         keep_lease_until: keep,
+    }
+}
+
+/// A successful attempt of `d`, which ends it.
+fn success(d: &ClaimedDelivery) -> AttemptRecord {
+    AttemptRecord {
+        status: herald_domain::attempt::AttemptStatus::Success,
+        error: None,
+        ..record(d, DeliveryNext::Succeeded, None)
     }
 }
 
@@ -384,10 +396,7 @@ async fn a_newer_binary_upgrades_an_older_store_without_losing_data() {
             .record_attempt(record(retried, DeliveryNext::RetryAt(NOW + 2_000), None))
             .await
             .unwrap();
-        let mut success = record(delivered, DeliveryNext::Succeeded, None);
-        success.status = herald_domain::attempt::AttemptStatus::Success;
-        success.error = None;
-        f.store.record_attempt(success).await.unwrap();
+        f.store.record_attempt(success(delivered)).await.unwrap();
         let Fixture {
             store,
             team,
@@ -484,9 +493,8 @@ async fn an_older_binary_refuses_a_newer_store() {
                 c.pragma_update(None, "user_version", newer as i64).unwrap();
             }
             Place::Postgres(url) => {
-                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
-                tokio::spawn(connection);
-                client
+                pg_client(url)
+                    .await
                     .execute(
                         "INSERT INTO herald_migrations (version, applied_at) VALUES ($1, 0)",
                         &[&(newer as i32)],
@@ -514,9 +522,7 @@ async fn deleting_an_endpoint_removes_all_its_deliveries_and_its_log() {
         let retrying = publish(&f, &lease("a", NOW + 1_000)).await;
         publish(&f, &lease("a", NOW + 1_000)).await;
         for d in &done {
-            let mut success = record(d, DeliveryNext::Succeeded, None);
-            success.status = herald_domain::attempt::AttemptStatus::Success;
-            f.store.record_attempt(success).await.unwrap();
+            f.store.record_attempt(success(d)).await.unwrap();
         }
         for d in &retrying {
             f.store

@@ -781,10 +781,11 @@ impl Store for SqliteStore {
             .read(move |c| {
                 // The event filter reads the event's few attempts; the others
                 // read the endpoint's log in order (see migration 3).
-                let index = match (&filter.event_id, filter.status) {
+                let unsuccessful = filter.status.is_some_and(|s| s != AttemptStatus::Success);
+                let index = match (&filter.event_id, unsuccessful) {
                     (Some(_), _) => "attempts_event",
-                    (None, Some(status)) if status != AttemptStatus::Success => "attempts_endpoint_unsuccessful",
-                    (None, _) => "attempts_endpoint",
+                    (None, true) => "attempts_endpoint_unsuccessful",
+                    (None, false) => "attempts_endpoint",
                 };
                 let mut sql = format!(
                     "SELECT {ATTEMPT_COLUMNS}, NULL, NULL FROM attempts a INDEXED BY {index}
@@ -794,7 +795,7 @@ impl Store for SqliteStore {
                 if let Some(status) = filter.status {
                     args.push(status.as_str().to_owned().into());
                     sql.push_str(&format!(" AND a.status = ?{}", args.len()));
-                    if status != AttemptStatus::Success {
+                    if unsuccessful {
                         // Lets the partial index of unsuccessful attempts serve.
                         sql.push_str(" AND a.status <> 'success'");
                     }
