@@ -546,3 +546,122 @@ async fn deleting_an_endpoint_removes_all_its_deliveries_and_its_log() {
         );
     }
 }
+
+/// Publishes that arrive together (PostgreSQL sends them as one statement)
+/// each get their own answer: stored with their own delivery, an unknown
+/// team, a team of another account, a replay of the same id and body, a
+/// conflicting body under a taken id. The attempts recorded together are
+/// each logged once.
+#[tokio::test]
+async fn publishes_and_records_that_arrive_together_are_answered_one_by_one() {
+    for (name, f) in stores().await {
+        let endpoint = webhook(&f).await;
+        let other_account = f.store.create_account("b", NOW).await.unwrap();
+        let event = |id: &str, given: bool, team: &str, account: &str, data: &str| NewEvent {
+            id: EventId::from_stored(id.to_owned()),
+            id_given: given,
+            team_id: team.to_owned(),
+            account_id: account.to_owned(),
+            event_type: EventType::MeetingCompleted,
+            created_at: NOW,
+            data: data.to_owned(),
+            body: Bytes::from(format!("{{\"data\":{data}}}")),
+        };
+        let team = f.team.to_string();
+        let mut events = Vec::new();
+        for i in 0..20 {
+            events.push(event(&format!("evt_fresh_{i}"), false, &team, &f.account, "{}"));
+        }
+        events.push(event("evt_no_team", false, "team_missing", &f.account, "{}"));
+        events.push(event(
+            "evt_other_account",
+            false,
+            &team,
+            other_account.id.as_str(),
+            "{}",
+        ));
+        events.push(event("evt_twice", true, &team, &f.account, "{\"n\":1}"));
+        events.push(event("evt_twice", true, &team, &f.account, "{\"n\":1}"));
+        events.push(event("evt_clash", true, &team, &f.account, "{\"n\":1}"));
+        events.push(event("evt_clash", true, &team, &f.account, "{\"n\":2}"));
+        let l = lease("a", NOW + 1_000);
+        let outcomes = futures_util::future::join_all(events.into_iter().map(|e| f.store.publish(e, &l))).await;
+        let outcomes: Vec<PublishOutcome> = outcomes.into_iter().map(|o| o.unwrap()).collect();
+
+        let mut deliveries = Vec::new();
+        for (i, outcome) in outcomes[..20].iter().enumerate() {
+            let PublishOutcome::Created {
+                event,
+                deliveries: made,
+            } = outcome
+            else {
+                panic!("{name}: {outcome:?}")
+            };
+            assert_eq!(event.id.as_str(), format!("evt_fresh_{i}"), "{name}");
+            assert_eq!(made.len(), 1, "{name}");
+            assert_eq!(made[0].event_id, event.id, "{name}");
+            assert_eq!(made[0].endpoint_id, endpoint, "{name}");
+            deliveries.push(made[0].clone());
+        }
+        assert!(matches!(outcomes[20], PublishOutcome::UnknownTeam), "{name}");
+        assert!(matches!(outcomes[21], PublishOutcome::AccountMismatch), "{name}");
+        let twice: Vec<_> = outcomes[22..24]
+            .iter()
+            .map(|o| matches!(o, PublishOutcome::Created { .. }))
+            .collect();
+        assert_eq!(
+            twice.iter().filter(|c| **c).count(),
+            1,
+            "{name}: {:?}",
+            &outcomes[22..24]
+        );
+        assert!(
+            outcomes[22..24]
+                .iter()
+                .any(|o| matches!(o, PublishOutcome::Existing(_))),
+            "{name}: {:?}",
+            &outcomes[22..24]
+        );
+        assert!(
+            outcomes[24..26]
+                .iter()
+                .any(|o| matches!(o, PublishOutcome::Created { .. }))
+                && outcomes[24..26].iter().any(|o| matches!(o, PublishOutcome::Conflict)),
+            "{name}: {:?}",
+            &outcomes[24..26]
+        );
+        let mut ids: Vec<_> = deliveries.iter().map(|d| d.id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 20, "{name}: one delivery id each");
+
+        let recorded =
+            futures_util::future::join_all(deliveries.iter().map(|d| f.store.record_attempt(success(d)))).await;
+        assert!(recorded.iter().all(Result::is_ok), "{name}: {recorded:?}");
+        let filter = AttemptFilter {
+            limit: 100,
+            ..AttemptFilter::default()
+        };
+        let log = f.store.list_attempts(&f.team, &endpoint, &filter).await.unwrap();
+        let mut logged: Vec<_> = log.iter().map(|a| a.event_id.to_string()).collect();
+        logged.sort();
+        let mut expected: Vec<_> = (0..20).map(|i| format!("evt_fresh_{i}")).collect();
+        expected.sort();
+        assert_eq!(logged, expected, "{name}: each attempt logged once");
+        // Only the deliveries of the two stored given-id events are left.
+        let mut left: Vec<_> = f
+            .store
+            .claim_due(NOW + 10_000, 100, &l)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.event_id.to_string())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["evt_clash", "evt_twice"],
+            "{name}: the recorded deliveries ended"
+        );
+    }
+}

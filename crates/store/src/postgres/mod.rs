@@ -9,6 +9,7 @@
 //! time. `LISTEN/NOTIFY` tells the other processes about new claimable work
 //! and changed endpoints, so nobody polls on the hot path.
 
+mod batch;
 mod schema;
 pub use schema::latest_version;
 
@@ -42,12 +43,11 @@ const ENDPOINT_CHANNEL: &str = "herald_endpoint";
 pub struct PgStore {
     pool: Pool,
     config: tokio_postgres::Config,
-    /// Attempts to record, taken in batches by [`record_batches`].
-    recorder: mpsc::Sender<(AttemptRecord, oneshot::Sender<StoreResult<()>>)>,
+    /// Publishes to store, taken in batches by [`batch::spawn_publishers`].
+    publisher: mpsc::Sender<batch::PublishJob>,
+    /// Attempts to record, taken in batches by [`batch::record_batches`].
+    recorder: mpsc::Sender<batch::RecordJob>,
 }
-
-/// The most attempts recorded in one transaction.
-const RECORD_BATCH: usize = 256;
 
 /// Maps a driver error: lost connections are `Unavailable` (worth a retry
 /// later), the rest `Internal`.
@@ -76,6 +76,19 @@ impl PgStore {
         let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
         config.connect_timeout(Duration::from_secs(2));
+        // Every query Herald makes is meant to find its rows through an
+        // index. A plan is kept for the life of a connection once the
+        // planner has settled on it, and one made while a table was still
+        // small would go on scanning the whole table as it grows (seen in
+        // the benchmark: the attempt batch joined deliveries by a full
+        // scan). Sequential scans are therefore the planner's last resort
+        // on Herald's connections; tables without a usable index still get
+        // them.
+        let options = match config.get_options() {
+            Some(given) => format!("{given} -c enable_seqscan=off"),
+            None => "-c enable_seqscan=off".to_owned(),
+        };
+        config.options(&options);
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -92,8 +105,15 @@ impl PgStore {
             .build()
             .map_err(|e| StoreError::Internal(format!("cannot build the connection pool: {e}")))?;
         let (recorder, records) = mpsc::channel(4096);
-        tokio::spawn(record_batches(pool.clone(), records));
-        let store = Self { pool, config, recorder };
+        tokio::spawn(batch::record_batches(pool.clone(), records));
+        let (publisher, publishes) = mpsc::channel(4096);
+        batch::spawn_publishers(pool.clone(), publishes);
+        let store = Self {
+            pool,
+            config,
+            publisher,
+            recorder,
+        };
         let mut client = store.client().await?;
         schema::migrate(&mut client, version).await?;
         Ok(store)
@@ -516,99 +536,25 @@ impl Store for PgStore {
     }
 
     async fn publish(&self, event: NewEvent, lease: &Lease) -> StoreResult<PublishOutcome> {
-        let client = self.client().await?;
-        if event.id_given
-            && let Some(outcome) = existing_event(&client, &event).await?
-        {
-            return Ok(outcome);
+        if event.id_given {
+            let client = self.client().await?;
+            if let Some(outcome) = existing_event(&client, &event).await? {
+                return Ok(outcome);
+            }
         }
-        // One statement, so one round trip and atomic on its own: check the
-        // team and its account, store the event (unless the id was taken a
-        // moment ago), and make a leased delivery for each active webhook of
-        // the team subscribed to the type. The first row always comes, with
-        // the team's account; then one row per delivery made.
-        let statement = client
-            .prepare_cached(
-                "WITH team AS (SELECT account_id FROM teams WHERE id = $2),
-                 stored AS (
-                     INSERT INTO events (id, team_id, event_type, created_at, body)
-                     SELECT $1, $2, $3, $4, $5 FROM team WHERE account_id = $6
-                     ON CONFLICT (id) DO NOTHING
-                     RETURNING id
-                 ),
-                 subscribed AS (
-                     SELECT id, url, secret FROM endpoints
-                     WHERE team_id = $2 AND kind = 'webhook' AND status = 'active' AND event_types LIKE $7
-                 ),
-                 made AS (
-                     INSERT INTO deliveries (event_id, endpoint_id, team_id, state, ordered, attempts, next_attempt_at, locked_until, locked_by, created_at)
-                     SELECT stored.id, subscribed.id, $2, 'pending', FALSE, 0, $4, $8, $9, $4 FROM stored, subscribed
-                     RETURNING seq, endpoint_id
-                 )
-                 SELECT (SELECT account_id FROM team), (SELECT count(*) FROM stored), NULL::bigint, NULL::text, NULL::text, NULL::text
-                 UNION ALL
-                 SELECT NULL, NULL, made.seq, made.endpoint_id, subscribed.url, subscribed.secret
-                 FROM made JOIN subscribed ON subscribed.id = made.endpoint_id",
-            )
-            .await
-            .map_err(pg_error)?;
-        let subscribed_pattern = format!("%\"{}\"%", event.event_type.as_str());
-        let rows = client
-            .query(
-                &statement,
-                &[
-                    &event.id.as_str(),
-                    &event.team_id,
-                    &event.event_type.as_str(),
-                    &event.created_at,
-                    &&event.body[..],
-                    &event.account_id,
-                    &subscribed_pattern,
-                    &lease.until_ms,
-                    &lease.node,
-                ],
-            )
-            .await
-            .map_err(pg_error)?;
-        // The head row is the one without a delivery; UNION ALL does not promise order.
-        let Some(head) = rows.iter().find(|r| r.get::<_, Option<i64>>(2).is_none()) else {
-            return Ok(PublishOutcome::UnknownTeam);
+        let (done, outcome) = oneshot::channel();
+        let job = batch::PublishJob {
+            event,
+            lease: lease.clone(),
+            done,
         };
-        match head.get::<_, Option<String>>(0) {
-            None => return Ok(PublishOutcome::UnknownTeam),
-            Some(account) if account != event.account_id => return Ok(PublishOutcome::AccountMismatch),
-            Some(_) => {}
-        }
-        if head.get::<_, Option<i64>>(1) == Some(0) {
-            // Another process stored the same id a moment ago.
-            return existing_event(&client, &event)
-                .await?
-                .ok_or_else(|| StoreError::Conflict("event id already used".into()));
-        }
-        let team_id = TeamId::from_stored(event.team_id.clone());
-        let mut deliveries = Vec::with_capacity(rows.len());
-        for row in rows.iter().filter(|r| r.get::<_, Option<i64>>(2).is_some()) {
-            deliveries.push(ClaimedDelivery {
-                id: DeliveryId(row.get(2)),
-                team_id: team_id.clone(),
-                event_id: event.id.clone(),
-                event_type: event.event_type,
-                body: event.body.clone(),
-                endpoint_id: EndpointId::from_stored(row.get(3)),
-                url: row.get(4),
-                secret: secret_from(row.get(5))?,
-                attempt: 1,
-            });
-        }
-        deliveries.sort_by_key(|d| d.id);
-        Ok(PublishOutcome::Created {
-            event: StoredEvent {
-                id: event.id,
-                event_type: event.event_type,
-                created_at: event.created_at,
-            },
-            deliveries,
-        })
+        self.publisher
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?;
+        outcome
+            .await
+            .map_err(|_| StoreError::Unavailable("the publisher stopped".into()))?
     }
 
     async fn publish_bot_events(
@@ -1034,35 +980,6 @@ impl Store for PgStore {
     }
 }
 
-/// Records attempts in batches: whatever has queued up goes into one
-/// transaction, its statements pipelined on one connection, so a busy engine
-/// pays one commit for many attempts. Each caller hears back after the commit.
-/// Ends when the store (the last sender) is dropped.
-async fn record_batches(pool: Pool, mut records: mpsc::Receiver<(AttemptRecord, oneshot::Sender<StoreResult<()>>)>) {
-    let mut batch = Vec::with_capacity(RECORD_BATCH);
-    while let Some(first) = records.recv().await {
-        batch.push(first);
-        while batch.len() < RECORD_BATCH {
-            match records.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let result = record_batch(&pool, &batch).await;
-        for (_, done) in batch.drain(..) {
-            let _ = done.send(result.clone());
-        }
-    }
-}
-
-async fn record_batch(pool: &Pool, batch: &[(AttemptRecord, oneshot::Sender<StoreResult<()>>)]) -> StoreResult<()> {
-    let mut client = pool.get().await.map_err(pool_error)?;
-    let tx = client.transaction().await.map_err(pg_error)?;
-    let written = futures_util::future::join_all(batch.iter().map(|(record, _)| record_in(&tx, record))).await;
-    written.into_iter().collect::<StoreResult<Vec<()>>>()?;
-    tx.commit().await.map_err(pg_error)
-}
-
 /// Keeps one connection listening for the other processes' announcements,
 /// reconnecting with a pause when the database goes away, until `tx` closes.
 async fn listen(config: tokio_postgres::Config, tx: mpsc::Sender<StoreSignal>) {
@@ -1233,13 +1150,18 @@ async fn bot_endpoints(client: &impl deadpool_postgres::GenericClient, bot: &str
     rows.iter().map(endpoint_from_row).collect()
 }
 
-async fn record_in(client: &impl deadpool_postgres::GenericClient, r: &AttemptRecord) -> StoreResult<()> {
-    let (state, next_at) = match r.next {
+/// The state an attempt leaves its delivery in, and the time stored with it.
+fn delivery_move(r: &AttemptRecord) -> (&'static str, i64) {
+    match r.next {
         DeliveryNext::Succeeded => ("succeeded", r.timestamp_ms),
         DeliveryNext::RetryAt(at) => ("pending", at),
         DeliveryNext::Failed => ("failed", r.timestamp_ms),
         DeliveryNext::Dropped => ("dropped", r.timestamp_ms),
-    };
+    }
+}
+
+async fn record_in(client: &impl deadpool_postgres::GenericClient, r: &AttemptRecord) -> StoreResult<()> {
+    let (state, next_at) = delivery_move(r);
     let response = r.response.as_ref();
     let (status, headers, body) = (
         response.map(|x| i32::from(x.status)),
