@@ -309,8 +309,14 @@ async fn run_team(name: &str, p: &Params, shape: TeamShape) -> anyhow::Result<Re
         None => None,
     };
     let mut nodes = Vec::with_capacity(p.nodes.max(1));
+    // Several nodes on one machine share its cores, as separate machines
+    // would not: each gets its share of threads instead of one per core.
+    let threads = (p.nodes > 1).then(|| {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        (cores / p.nodes).max(1)
+    });
     for _ in 0..p.nodes.max(1) {
-        nodes.push(Herald::start(&p.herald_bin, database_url.as_deref()).await?);
+        nodes.push(Herald::start(&p.herald_bin, database_url.as_deref(), threads).await?);
     }
     let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
     let herald = &nodes[0];
@@ -596,7 +602,7 @@ impl Job for RtJob {
 
 pub async fn realtime(p: &Params) -> anyhow::Result<Report> {
     let mut report = Report::new("realtime");
-    let herald = Herald::start(&p.herald_bin, None).await?;
+    let herald = Herald::start(&p.herald_bin, None, None).await?;
     let receiver = Receiver::start().await?;
     let mut api = Api::new(herald.addr);
     let account = field(
@@ -749,7 +755,7 @@ pub async fn realtime(p: &Params) -> anyhow::Result<Report> {
 
 pub async fn idle(p: &Params) -> anyhow::Result<Report> {
     let mut report = Report::new("idle");
-    let herald = Herald::start(&p.herald_bin, None).await?;
+    let herald = Herald::start(&p.herald_bin, None, None).await?;
     tokio::time::sleep(secs(p.idle_s)).await;
     let stats = herald.stats();
     report.set_f("ready_ms", herald.ready_ms, 1);

@@ -74,7 +74,8 @@ pub struct ProcStats {
 impl Herald {
     /// Starts `bin serve` on a free port and a new database, and waits until
     /// it is ready.
-    pub async fn start(bin: &Path, database_url: Option<&str>) -> anyhow::Result<Self> {
+    /// `threads`: the server's worker threads, where several share the cores.
+    pub async fn start(bin: &Path, database_url: Option<&str>, threads: Option<usize>) -> anyhow::Result<Self> {
         if !bin.is_file() {
             bail!(
                 "herald binary not found at {} (build it with `cargo build --release -p herald`, or pass --herald-bin)",
@@ -91,7 +92,11 @@ impl Herald {
         let stdout = std::fs::File::create(dir.path().join("stdout.log"))?;
         let stderr = std::fs::File::create(dir.path().join("stderr.log"))?;
         let spawned = Instant::now();
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        if let Some(threads) = threads {
+            command.env("HERALD_WORKER_THREADS", threads.to_string());
+        }
+        let child = command
             .arg("serve")
             .current_dir(dir.path())
             .env("HERALD_LISTEN", addr.to_string())

@@ -127,6 +127,10 @@ pub struct ServeArgs {
     /// default `http://` and the listen address.
     #[arg(long, env = "HERALD_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Threads running the API and the engine; default one per core. Lower
+    /// it when several processes share one machine's cores.
+    #[arg(long, env = "HERALD_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
 }
 
 /// Accepts the usual spellings of a boolean setting.

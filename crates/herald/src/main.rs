@@ -40,15 +40,27 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     // Logs go to stderr: stdout carries what a command prints for people and
     // scripts (the generated admin key, a dashboard link).
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| "info".into()))
         .init();
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve(ServeArgs {
+        worker_threads: Some(threads),
+        ..
+    }) = &command
+    {
+        runtime.worker_threads(usize::from(*threads));
+    }
+    runtime.enable_all().build()?.block_on(run(command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(args) => {
             let config = args.resolve()?;
             let listener = tokio::net::TcpListener::bind(config.listen).await?;

@@ -21,7 +21,7 @@ use crate::{StoreError, StoreResult};
 /// The most publishes in one statement.
 pub(super) const PUBLISH_BATCH: usize = 64;
 /// Publish statements in flight at once, each on its own connection.
-pub(super) const PUBLISH_WORKERS: usize = 4;
+pub(super) const PUBLISH_WORKERS: usize = 1;
 /// The most attempt records in one statement.
 pub(super) const RECORD_BATCH: usize = 256;
 
