@@ -231,10 +231,11 @@ async fn publish_rows(pool: &Pool, batch: &[PublishJob]) -> StoreResult<Vec<Opti
 pub(super) async fn record_batches(pool: Pool, mut records: mpsc::Receiver<RecordJob>) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while let Some(first) = records.recv().await {
-        // A team webhook's record holds up only its log and the slot it
-        // frees: gather for a moment, so a busy engine pays one statement
-        // and one commit for many attempts. A real-time endpoint's next
-        // event waits for its record, so one of those goes at once.
+        // Nothing waits on a team webhook's record but its log (the
+        // endpoint's slot was freed when the answer came): gather for a
+        // moment, so a busy engine pays one statement and one commit for
+        // many attempts. A real-time endpoint's next event waits for its
+        // record, so one of those goes at once.
         let deadline = tokio::time::Instant::now() + RECORD_GATHER;
         let mut urgent = holds_a_queue(&first.0);
         batch.push(first);
