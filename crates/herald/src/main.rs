@@ -4,6 +4,14 @@ use clap::{Parser, Subcommand};
 use herald::config::{ServeArgs, parse_database_url, resolve_public_url};
 use herald_store::sqlite::Durability;
 
+/// jemalloc instead of glibc's allocator: every delivery allocates and frees
+/// many small buffers across threads, and glibc spent about 15% of the
+/// server's CPU in `malloc`/`free`, its arena locks and fastbin
+/// consolidation; with jemalloc a single-endpoint delivery costs about 70 µs
+/// of CPU instead of 94 µs (`herald-bench single`).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "herald",
