@@ -3,8 +3,8 @@
 //!
 //! Everything here is a function of its inputs. This crate does no I/O, reads
 //! no clock and knows nothing of SQL, HTTP servers or tokio: callers pass `now`
-//! in. The one concession is randomness for new ids, keys and secrets, which
-//! comes from the operating system through [`random_bytes`].
+//! in. The one concession is randomness: keys and secrets come from the
+//! operating system through [`random_bytes`], ids from a CSPRNG it seeds.
 //!
 //! What lives here: prefixed ids ([`ids`]), API keys ([`keys`]), event types and
 //! the bodies delivered for them ([`event`]), webhook validation
