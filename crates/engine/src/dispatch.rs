@@ -61,6 +61,11 @@ struct State {
 #[derive(Default)]
 struct EndpointQueue {
     jobs: VecDeque<ClaimedDelivery>,
+    /// Unordered only: claimed work (retries coming due, work taken over from
+    /// an expired lease), which goes before the fresh publishes in `jobs`. A
+    /// retry has a time to keep; a fresh delivery only has to go soon, and
+    /// under a publish flood `jobs` can hold many seconds of work.
+    claimed: VecDeque<ClaimedDelivery>,
     in_flight: usize,
     in_ready: bool,
     ordered: bool,
@@ -82,7 +87,12 @@ impl EndpointQueue {
     }
 
     fn is_idle(&self) -> bool {
-        self.jobs.is_empty() && self.in_flight == 0
+        self.jobs.is_empty() && self.claimed.is_empty() && self.in_flight == 0
+    }
+
+    /// The next delivery to start: claimed work first.
+    fn next_job(&mut self) -> Option<ClaimedDelivery> {
+        self.claimed.pop_front().or_else(|| self.jobs.pop_front())
     }
 }
 
@@ -206,7 +216,11 @@ impl Dispatcher {
                     .queues
                     .entry(endpoint.clone())
                     .or_insert_with(|| EndpointQueue::new(&endpoint));
-                queue.jobs.push_back(job);
+                if queue.ordered {
+                    queue.jobs.push_back(job);
+                } else {
+                    queue.claimed.push_back(job);
+                }
             }
             for (endpoint, count, last_seq) in &runs {
                 if let Some(queue) = state.queues.get_mut(endpoint)
@@ -235,7 +249,12 @@ impl Dispatcher {
         let Some(queue) = state.queues.get_mut(endpoint) else {
             return Vec::new();
         };
-        let dropped: Vec<DeliveryId> = queue.jobs.drain(..).map(|j| j.id).collect();
+        let dropped: Vec<DeliveryId> = queue
+            .claimed
+            .drain(..)
+            .chain(queue.jobs.drain(..))
+            .map(|j| j.id)
+            .collect();
         queue.synced = false;
         if queue.in_flight == 0 {
             state.queues.remove(endpoint);
@@ -268,7 +287,7 @@ impl Dispatcher {
             } else {
                 self.config.per_endpoint_in_flight
             };
-            if queue.jobs.is_empty() || queue.parked || queue.in_flight >= limit {
+            if (queue.jobs.is_empty() && queue.claimed.is_empty()) || queue.parked || queue.in_flight >= limit {
                 return;
             }
             if global_full {
@@ -278,7 +297,7 @@ impl Dispatcher {
                 }
                 return;
             }
-            let Some(job) = queue.jobs.pop_front() else { return };
+            let Some(job) = queue.next_job() else { return };
             queue.in_flight += 1;
             state.in_flight += 1;
             to_start.push(job);

@@ -12,6 +12,12 @@ use herald_domain::target::TargetPolicy;
 use herald_engine::EngineConfig;
 use herald_store::sqlite::Durability;
 
+/// Attempts one team webhook may have on the wire at once, by default. A
+/// retry storm needs the room: with 32, one endpoint's retries coming due
+/// after a 20 s outage under a publish flood ran over a second late (p99);
+/// with 128, about half a second (`herald-bench backlog`).
+pub const DEFAULT_ENDPOINT_CONCURRENCY: usize = 128;
+
 /// Where the data lives.
 #[derive(Debug, Clone)]
 pub enum DatabaseLocation {
@@ -41,6 +47,8 @@ pub struct Config {
     pub realtime_retry: RetryPolicy,
     /// How long a claim on a delivery holds without renewal.
     pub lease: Duration,
+    /// How many attempts one team webhook may have on the wire at once.
+    pub endpoint_concurrency: usize,
     /// Where people reach this server, without a trailing slash; `None`
     /// means `http://` and the address actually listened on.
     pub public_url: Option<String>,
@@ -64,6 +72,7 @@ impl Config {
             standard_retry: RetryPolicy::standard(),
             realtime_retry: RetryPolicy::realtime(),
             lease: Duration::from_secs(10),
+            endpoint_concurrency: DEFAULT_ENDPOINT_CONCURRENCY,
             public_url: None,
             dashboard_link_ttl: Duration::from_millis(LINK_TTL_MS as u64),
             dashboard_session_ttl: Duration::from_millis(SESSION_TTL_MS as u64),
@@ -86,6 +95,7 @@ impl Config {
             engine.node = format!("node-{}", suffix.iter().map(|b| format!("{b:02x}")).collect::<String>());
         }
         engine.lease = self.lease;
+        engine.per_endpoint_in_flight = self.endpoint_concurrency;
         engine.attempt_timeout = self.attempt_timeout;
         engine.standard_retry = self.standard_retry.clone();
         engine.realtime_retry = self.realtime_retry.clone();
@@ -120,6 +130,10 @@ pub struct ServeArgs {
     /// a shared PostgreSQL store, how soon another node takes over a dead one's work.
     #[arg(long, env = "HERALD_LEASE_MS", default_value_t = 10_000)]
     pub lease_ms: u64,
+    /// How many attempts one team webhook may have on the wire at once (its
+    /// connections); a real-time endpoint always has one, to keep its order.
+    #[arg(long, env = "HERALD_ENDPOINT_CONCURRENCY", default_value_t = DEFAULT_ENDPOINT_CONCURRENCY)]
+    pub endpoint_concurrency: usize,
     /// SQLite durability: `normal` survives a killed process, `full` also power loss.
     #[arg(long, env = "HERALD_SQLITE_SYNC", default_value = "normal")]
     pub sqlite_sync: String,
@@ -177,6 +191,10 @@ impl ServeArgs {
             bail!("HERALD_LEASE_MS / --lease-ms: must be at least 1000");
         }
         config.lease = Duration::from_millis(self.lease_ms);
+        if !(1..=1024).contains(&self.endpoint_concurrency) {
+            bail!("HERALD_ENDPOINT_CONCURRENCY / --endpoint-concurrency: must be from 1 to 1024");
+        }
+        config.endpoint_concurrency = self.endpoint_concurrency;
         config.public_url = self.public_url.as_deref().map(resolve_public_url).transpose()?;
         Ok(config)
     }
@@ -202,4 +220,35 @@ pub fn parse_database_url(raw: &str, durability: Durability) -> anyhow::Result<D
         path: PathBuf::from(path),
         durability,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn resolve(args: &[&str]) -> anyhow::Result<Config> {
+        let cli = Cli::try_parse_from(std::iter::once("herald").chain(args.iter().copied()))?;
+        cli.serve.resolve()
+    }
+
+    #[test]
+    fn endpoint_concurrency_reaches_the_engine_and_zero_is_refused_by_name() {
+        let config = resolve(&["--endpoint-concurrency", "8"]).expect("a valid setting");
+        assert_eq!(config.engine_config().per_endpoint_in_flight, 8);
+        let default = resolve(&[]).expect("the defaults");
+        assert_eq!(
+            default.engine_config().per_endpoint_in_flight,
+            DEFAULT_ENDPOINT_CONCURRENCY
+        );
+        let error = resolve(&["--endpoint-concurrency", "0"]).expect_err("zero connections cannot deliver");
+        assert!(error.to_string().contains("HERALD_ENDPOINT_CONCURRENCY"), "{error}");
+    }
 }

@@ -204,6 +204,11 @@ async fn a_leased_delivery_is_not_claimed_until_its_lease_runs_out_or_is_release
         webhook(&f).await;
         let published = publish(&f, &lease("a", NOW + 1_000)).await;
         assert_eq!(published.len(), 1, "{name}");
+        assert_eq!(
+            f.store.next_due_at(NOW).await.unwrap(),
+            Some(NOW + 1_001),
+            "{name}: due once a's lease has run out"
+        );
         assert!(
             f.store
                 .claim_due(NOW, 10, &lease("b", NOW + 5_000))

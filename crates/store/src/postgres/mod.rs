@@ -474,7 +474,10 @@ impl Store for PgStore {
         tx.execute(
             "DELETE FROM deliveries WHERE seq IN (
                  SELECT delivery_seq FROM attempts WHERE endpoint_id = $1
-                 UNION ALL SELECT seq FROM deliveries WHERE state = 'pending' AND NOT ordered AND endpoint_id = $1
+                 UNION ALL SELECT seq FROM deliveries
+                     WHERE state = 'pending' AND NOT ordered AND locked_until IS NULL AND endpoint_id = $1
+                 UNION ALL SELECT seq FROM deliveries
+                     WHERE state = 'pending' AND NOT ordered AND locked_until IS NOT NULL AND endpoint_id = $1
                  UNION ALL SELECT seq FROM deliveries WHERE state = 'pending' AND ordered AND endpoint_id = $1)",
             &[&id.as_str()],
         )
@@ -672,14 +675,25 @@ impl Store for PgStore {
             .await?
             .query(
                 &format!(
-                    "WITH due AS (
+                    // Free work in due order, then work whose lease ran out,
+                    // each from its own partial index (schema 4).
+                    "WITH free AS (
                          SELECT d.seq FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
-                         WHERE d.state = 'pending' AND NOT d.ordered AND d.next_attempt_at <= $1
-                           AND (d.locked_until IS NULL OR d.locked_until < $1) AND e.status = 'active'
+                         WHERE d.state = 'pending' AND NOT d.ordered AND d.locked_until IS NULL
+                           AND d.next_attempt_at <= $1 AND e.status = 'active'
                          ORDER BY d.next_attempt_at, d.seq
                          LIMIT $2
                          FOR UPDATE OF d SKIP LOCKED
-                     )
+                     ),
+                     expired AS (
+                         SELECT d.seq FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
+                         WHERE d.state = 'pending' AND NOT d.ordered AND d.locked_until IS NOT NULL
+                           AND d.locked_until < $1 AND d.next_attempt_at <= $1 AND e.status = 'active'
+                         ORDER BY d.locked_until, d.seq
+                         LIMIT $2
+                         FOR UPDATE OF d SKIP LOCKED
+                     ),
+                     due AS (SELECT seq FROM free UNION ALL SELECT seq FROM expired LIMIT $2)
                      UPDATE deliveries d SET locked_until = $3, locked_by = $4
                      FROM due, events v, endpoints e
                      WHERE d.seq = due.seq AND v.id = d.event_id AND e.id = d.endpoint_id
@@ -782,10 +796,16 @@ impl Store for PgStore {
             .client()
             .await?
             .query_one(
+                // Unordered: the first free delivery in due order and the
+                // first lease to run out (claimable the millisecond after).
                 "SELECT LEAST(
-                     (SELECT MIN(GREATEST(d.next_attempt_at, COALESCE(d.locked_until, 0)))
+                     (SELECT d.next_attempt_at FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
+                      WHERE d.state = 'pending' AND NOT d.ordered AND d.locked_until IS NULL AND e.status = 'active'
+                      ORDER BY d.next_attempt_at LIMIT 1),
+                     (SELECT GREATEST(d.next_attempt_at, d.locked_until + 1)
                       FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
-                      WHERE d.state = 'pending' AND NOT d.ordered AND e.status = 'active'),
+                      WHERE d.state = 'pending' AND NOT d.ordered AND d.locked_until IS NOT NULL AND e.status = 'active'
+                      ORDER BY d.locked_until LIMIT 1),
                      (SELECT MIN(GREATEST(hd.next_attempt_at, CASE WHEN h.lease_end >= $1 THEN h.lease_end + 1 ELSE 0 END))
                       FROM (SELECT endpoint_id, MIN(seq) AS head_seq, MAX(COALESCE(locked_until, 0)) AS lease_end
                             FROM deliveries WHERE state = 'pending' AND ordered GROUP BY endpoint_id) h

@@ -128,6 +128,15 @@ const MIGRATIONS: &[&str] = &[
         WHERE status <> 'success';
     CREATE INDEX attempts_event ON attempts(event_id);
     "#,
+    // 4: due work without scanning what is leased (as SQLite's schema 4):
+    // free work indexed by its due time, leased work by its lease's end.
+    r#"
+    DROP INDEX deliveries_due;
+    CREATE INDEX deliveries_due ON deliveries(next_attempt_at)
+        WHERE state = 'pending' AND NOT ordered AND locked_until IS NULL;
+    CREATE INDEX deliveries_leased ON deliveries(locked_until)
+        WHERE state = 'pending' AND NOT ordered AND locked_until IS NOT NULL;
+    "#,
 ];
 
 /// Brings the schema up to `target` (the newest version, but for the

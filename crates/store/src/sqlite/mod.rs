@@ -413,11 +413,14 @@ impl Store for SqliteStore {
                     return Err(StoreError::NotFound);
                 }
                 // Every delivery that left `pending` has an attempt in the log;
-                // the pending ones are in the two partial indexes (schema 3).
+                // the pending ones are in the three partial indexes (schema 4).
                 c.execute(
                     "DELETE FROM deliveries WHERE seq IN (
                          SELECT delivery_seq FROM attempts WHERE endpoint_id = ?1
-                         UNION ALL SELECT seq FROM deliveries WHERE state = 'pending' AND ordered = 0 AND endpoint_id = ?1
+                         UNION ALL SELECT seq FROM deliveries
+                             WHERE state = 'pending' AND ordered = 0 AND locked_until IS NULL AND endpoint_id = ?1
+                         UNION ALL SELECT seq FROM deliveries
+                             WHERE state = 'pending' AND ordered = 0 AND locked_until IS NOT NULL AND endpoint_id = ?1
                          UNION ALL SELECT seq FROM deliveries WHERE state = 'pending' AND ordered = 1 AND endpoint_id = ?1)",
                     [&id],
                 )
@@ -567,24 +570,23 @@ impl Store for SqliteStore {
         let lease = lease.clone();
         self.conns
             .write(move |c| {
-                let mut stmt = c
-                    .prepare_cached(&format!(
-                        "SELECT {CLAIM_COLUMNS}
-                             FROM deliveries d
-                             JOIN endpoints e ON e.id = d.endpoint_id
-                             JOIN events v ON v.id = d.event_id
-                             WHERE d.state = 'pending' AND d.ordered = 0 AND d.next_attempt_at <= ?1
-                               AND (d.locked_until IS NULL OR d.locked_until < ?1)
-                               AND e.status = 'active'
-                             ORDER BY d.next_attempt_at, d.seq
-                             LIMIT ?2"
-                    ))
-                    .map_err(internal)?;
-                let claimed = stmt
-                    .query_map(params![now_ms, limit as i64], claimed_from_row)
-                    .map_err(internal)?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(internal)?;
+                // Free work in due order, then work whose lease ran out (its
+                // holder lost track of it): each read from its own index, so
+                // neither steps over what is leased and still held.
+                let mut claimed = Vec::new();
+                for sql in [CLAIM_FREE, CLAIM_EXPIRED] {
+                    let left = limit.saturating_sub(claimed.len());
+                    if left == 0 {
+                        break;
+                    }
+                    let mut stmt = c.prepare_cached(sql).map_err(internal)?;
+                    let rows = stmt
+                        .query_map(params![now_ms, left as i64], claimed_from_row)
+                        .map_err(internal)?;
+                    for row in rows {
+                        claimed.push(row.map_err(internal)?);
+                    }
+                }
                 lease_all(c, &claimed, &lease)?;
                 Ok(claimed)
             })
@@ -647,15 +649,30 @@ impl Store for SqliteStore {
     async fn next_due_at(&self, now_ms: i64) -> StoreResult<Option<i64>> {
         self.conns
             .read(move |c| {
-                let unordered: Option<i64> = c
-                    .query_row(
-                        "SELECT MIN(MAX(d.next_attempt_at, COALESCE(d.locked_until, 0)))
-                         FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
-                         WHERE d.state = 'pending' AND d.ordered = 0 AND e.status = 'active'",
-                        [],
-                        |r| r.get(0),
-                    )
-                    .map_err(internal)?;
+                // Unordered: the first free delivery in due order, and the
+                // first lease to run out (claimable the millisecond after;
+                // a leased unordered delivery is never due after its lease).
+                let first = |sql: &str| {
+                    c.prepare_cached(sql)
+                        .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)).optional())
+                        .map_err(internal)
+                };
+                let free = first(
+                    "SELECT d.next_attempt_at FROM deliveries d INDEXED BY deliveries_due
+                     JOIN endpoints e ON e.id = d.endpoint_id
+                     WHERE d.state = 'pending' AND d.ordered = 0 AND d.locked_until IS NULL AND e.status = 'active'
+                     ORDER BY d.next_attempt_at LIMIT 1",
+                )?;
+                let expiring = first(
+                    "SELECT MAX(d.next_attempt_at, d.locked_until + 1) FROM deliveries d INDEXED BY deliveries_leased
+                     JOIN endpoints e ON e.id = d.endpoint_id
+                     WHERE d.state = 'pending' AND d.ordered = 0 AND d.locked_until IS NOT NULL AND e.status = 'active'
+                     ORDER BY d.locked_until LIMIT 1",
+                )?;
+                let unordered = match (free, expiring) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 // An ordered endpoint is claimable when its head is due and its
                 // lease (if any) has ended: the later of the two.
                 let ordered: Option<i64> = c
@@ -902,8 +919,42 @@ fn bot_endpoints(c: &Connection, bot: &str) -> StoreResult<Vec<Endpoint>> {
     rows.map(|r| r.map_err(internal)).collect()
 }
 
-const CLAIM_COLUMNS: &str =
-    "d.seq, d.team_id, d.event_id, v.event_type, COALESCE(d.body, v.body), d.endpoint_id, e.url, e.secret, d.attempts";
+/// What a claim reads of each delivery, in [`claimed_from_row`] order.
+macro_rules! claim_columns {
+    () => {
+        "d.seq, d.team_id, d.event_id, v.event_type, COALESCE(d.body, v.body), d.endpoint_id, e.url, e.secret, d.attempts"
+    };
+}
+
+/// Due free work, from the `deliveries_due` index (schema 4).
+const CLAIM_FREE: &str = concat!(
+    "SELECT ",
+    claim_columns!(),
+    "
+     FROM deliveries d INDEXED BY deliveries_due
+     JOIN endpoints e ON e.id = d.endpoint_id
+     JOIN events v ON v.id = d.event_id
+     WHERE d.state = 'pending' AND d.ordered = 0 AND d.locked_until IS NULL AND d.next_attempt_at <= ?1
+       AND e.status = 'active'
+     ORDER BY d.next_attempt_at, d.seq
+     LIMIT ?2"
+);
+
+/// Due work whose lease ran out, from the `deliveries_leased` index.
+const CLAIM_EXPIRED: &str = concat!(
+    "SELECT ",
+    claim_columns!(),
+    "
+     FROM deliveries d INDEXED BY deliveries_leased
+     JOIN endpoints e ON e.id = d.endpoint_id
+     JOIN events v ON v.id = d.event_id
+     WHERE d.state = 'pending' AND d.ordered = 0 AND d.locked_until IS NOT NULL AND d.locked_until < ?1
+       AND d.next_attempt_at <= ?1 AND e.status = 'active'
+     ORDER BY d.locked_until, d.seq
+     LIMIT ?2"
+);
+
+const CLAIM_COLUMNS: &str = claim_columns!();
 
 fn claimed_from_row(r: &Row<'_>) -> rusqlite::Result<ClaimedDelivery> {
     Ok(ClaimedDelivery {
