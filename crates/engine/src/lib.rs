@@ -75,7 +75,7 @@ impl EngineConfig {
             lease: Duration::from_secs(10),
             window: 50_000,
             max_in_flight: 1024,
-            per_endpoint_in_flight: 128,
+            per_endpoint_in_flight: 32,
             sweep_interval: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             target_policy,

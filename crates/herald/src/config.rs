@@ -12,11 +12,10 @@ use herald_domain::target::TargetPolicy;
 use herald_engine::EngineConfig;
 use herald_store::sqlite::Durability;
 
-/// Attempts one team webhook may have on the wire at once, by default. A
-/// retry storm needs the room: with 32, one endpoint's retries coming due
-/// after a 20 s outage under a publish flood ran over a second late (p99);
-/// with 128, about half a second (`herald-bench backlog`).
-pub const DEFAULT_ENDPOINT_CONCURRENCY: usize = 128;
+/// Attempts one team webhook may have on the wire at once, by default. Each
+/// is a connection the endpoint's server holds open; a hanging endpoint
+/// holds all of them until their timeouts.
+pub const DEFAULT_ENDPOINT_CONCURRENCY: usize = 32;
 
 /// Where the data lives.
 #[derive(Debug, Clone)]
