@@ -56,14 +56,24 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     let command = Cli::parse().command;
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Command::Serve(ServeArgs {
-        worker_threads: Some(threads),
-        ..
-    }) = &command
-    {
-        runtime.worker_threads(usize::from(*threads));
-    }
+    let threads = match &command {
+        Command::Serve(ServeArgs {
+            worker_threads: Some(threads),
+            ..
+        }) => Some(usize::from(*threads)),
+        _ => None,
+    };
+    let mut runtime = match threads {
+        // One thread: everything runs on it, with no hand-offs between a
+        // worker and the thread that drives the server.
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     runtime.enable_all().build()?.block_on(run(command))
 }
 
