@@ -102,12 +102,29 @@ impl KeyHash {
     }
 }
 
+/// Lower-case hex. Every authenticated request hashes its key, so this
+/// writes into one buffer rather than formatting a string per byte.
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_key_hash_is_the_lower_case_hex_sha256_of_the_key() {
+        // sha256("abc"), the FIPS 180-2 example.
+        assert_eq!(
+            super::hex(&sha2::Sha256::digest(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
     use super::*;
 
     #[test]
