@@ -116,16 +116,16 @@ fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_key_hash_is_the_lower_case_hex_sha256_of_the_key() {
         // sha256("abc"), the FIPS 180-2 example.
         assert_eq!(
-            super::hex(&sha2::Sha256::digest(b"abc")),
+            hex(&Sha256::digest(b"abc")),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
-
-    use super::*;
 
     #[test]
     fn authorization_header_forms_are_all_accepted() {
