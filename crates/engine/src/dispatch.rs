@@ -86,8 +86,13 @@ impl EndpointQueue {
         }
     }
 
+    /// Whether anything waits to start, fresh or claimed.
+    fn has_waiting(&self) -> bool {
+        !self.jobs.is_empty() || !self.claimed.is_empty()
+    }
+
     fn is_idle(&self) -> bool {
-        self.jobs.is_empty() && self.claimed.is_empty() && self.in_flight == 0
+        !self.has_waiting() && self.in_flight == 0
     }
 
     /// The next delivery to start: claimed work first.
@@ -287,7 +292,7 @@ impl Dispatcher {
             } else {
                 self.config.per_endpoint_in_flight
             };
-            if (queue.jobs.is_empty() && queue.claimed.is_empty()) || queue.parked || queue.in_flight >= limit {
+            if !queue.has_waiting() || queue.parked || queue.in_flight >= limit {
                 return;
             }
             if global_full {

@@ -32,6 +32,12 @@ use tokio_util::task::TaskTracker;
 
 pub use metrics::Metrics;
 
+/// Attempts one team webhook may have on the wire at once, by default
+/// (`EngineConfig::per_endpoint_in_flight`). Each is a connection the
+/// endpoint's server holds open; a hanging endpoint holds all of them until
+/// their timeouts.
+pub const DEFAULT_ENDPOINT_CONCURRENCY: usize = 32;
+
 /// How the engine behaves. [`EngineConfig::new`] gives the contract's values.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -79,7 +85,7 @@ impl EngineConfig {
             lease: Duration::from_secs(10),
             window: 20_000,
             max_in_flight: 1024,
-            per_endpoint_in_flight: 32,
+            per_endpoint_in_flight: DEFAULT_ENDPOINT_CONCURRENCY,
             sweep_interval: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             target_policy,

@@ -9,13 +9,8 @@ use anyhow::{Context, bail};
 use herald_domain::dashboard::{LINK_TTL_MS, SESSION_TTL_MS, check_public_url};
 use herald_domain::retry::RetryPolicy;
 use herald_domain::target::TargetPolicy;
-use herald_engine::EngineConfig;
+use herald_engine::{DEFAULT_ENDPOINT_CONCURRENCY, EngineConfig};
 use herald_store::sqlite::Durability;
-
-/// Attempts one team webhook may have on the wire at once, by default. Each
-/// is a connection the endpoint's server holds open; a hanging endpoint
-/// holds all of them until their timeouts.
-pub const DEFAULT_ENDPOINT_CONCURRENCY: usize = 32;
 
 /// Where the data lives.
 #[derive(Debug, Clone)]

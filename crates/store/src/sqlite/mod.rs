@@ -926,32 +926,36 @@ macro_rules! claim_columns {
     };
 }
 
-/// Due free work, from the `deliveries_due` index (schema 4).
-const CLAIM_FREE: &str = concat!(
-    "SELECT ",
-    claim_columns!(),
-    "
-     FROM deliveries d INDEXED BY deliveries_due
-     JOIN endpoints e ON e.id = d.endpoint_id
-     JOIN events v ON v.id = d.event_id
-     WHERE d.state = 'pending' AND d.ordered = 0 AND d.locked_until IS NULL AND d.next_attempt_at <= ?1
-       AND e.status = 'active'
-     ORDER BY d.next_attempt_at, d.seq
-     LIMIT ?2"
-);
+/// A claim of due unordered work read through one of the two partial
+/// indexes of schema 4 (`?1` now, `?2` the limit): what it reads, and the
+/// conditions both share; `$only` names the index's own work.
+macro_rules! claim_through {
+    ($index:literal, $only:literal, $order:literal) => {
+        concat!(
+            "SELECT ",
+            claim_columns!(),
+            " FROM deliveries d INDEXED BY ",
+            $index,
+            " JOIN endpoints e ON e.id = d.endpoint_id
+              JOIN events v ON v.id = d.event_id
+              WHERE d.state = 'pending' AND d.ordered = 0 AND ",
+            $only,
+            " AND d.next_attempt_at <= ?1 AND e.status = 'active'
+              ORDER BY ",
+            $order,
+            " LIMIT ?2"
+        )
+    };
+}
 
-/// Due work whose lease ran out, from the `deliveries_leased` index.
-const CLAIM_EXPIRED: &str = concat!(
-    "SELECT ",
-    claim_columns!(),
-    "
-     FROM deliveries d INDEXED BY deliveries_leased
-     JOIN endpoints e ON e.id = d.endpoint_id
-     JOIN events v ON v.id = d.event_id
-     WHERE d.state = 'pending' AND d.ordered = 0 AND d.locked_until IS NOT NULL AND d.locked_until < ?1
-       AND d.next_attempt_at <= ?1 AND e.status = 'active'
-     ORDER BY d.locked_until, d.seq
-     LIMIT ?2"
+/// Due free work, in due order.
+const CLAIM_FREE: &str = claim_through!("deliveries_due", "d.locked_until IS NULL", "d.next_attempt_at, d.seq");
+
+/// Due work whose lease ran out, oldest lease first.
+const CLAIM_EXPIRED: &str = claim_through!(
+    "deliveries_leased",
+    "d.locked_until IS NOT NULL AND d.locked_until < ?1",
+    "d.locked_until, d.seq"
 );
 
 const CLAIM_COLUMNS: &str = claim_columns!();
