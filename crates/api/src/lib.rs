@@ -31,13 +31,25 @@ use herald_store::Store;
 
 pub use error::ApiError;
 
-/// What every handler can reach.
+/// What every handler can reach. Every request's extractors clone it, so it
+/// is one `Arc`: one reference count to touch, not one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub engine: Engine,
-    pub auth: Arc<auth::Keys>,
-    pub settings: Arc<ApiSettings>,
+    pub auth: auth::Keys,
+    pub settings: ApiSettings,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -54,12 +66,12 @@ pub struct ApiSettings {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, engine: Engine, admin_key: KeyHash, settings: ApiSettings) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             store,
             engine,
-            auth: Arc::new(auth::Keys::new(admin_key)),
-            settings: Arc::new(settings),
-        }
+            auth: auth::Keys::new(admin_key),
+            settings,
+        }))
     }
 }
 

@@ -20,6 +20,13 @@ use herald_domain::signing::Signer;
 use herald_domain::target::{TargetPolicy, is_public_ip, literal_ip};
 use herald_store::{ClaimedDelivery, ResponseRecord};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+
+/// The Standard Webhooks headers, named once rather than parsed per attempt.
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+const JSON: &str = "application/json";
 
 /// The result of one attempt, ready to be recorded.
 #[derive(Debug)]
@@ -36,6 +43,7 @@ pub struct Sender {
     timeout: Duration,
     policy: TargetPolicy,
     user_agent: String,
+    user_agent_value: HeaderValue,
     /// Target URLs already parsed and checked (see [`Sender::target`]).
     /// Emptied when it grows past [`PARSED_URLS`].
     parsed: Mutex<HashMap<String, reqwest::Url>>,
@@ -75,6 +83,8 @@ impl Resolve for GuardedResolver {
 
 impl Sender {
     pub fn new(timeout: Duration, policy: TargetPolicy, user_agent: String) -> Result<Self, reqwest::Error> {
+        // The user agent is Herald's own name and version: visible ASCII.
+        let user_agent_value = HeaderValue::from_str(&user_agent).unwrap_or(HeaderValue::from_static("herald"));
         let mut builder = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -92,6 +102,7 @@ impl Sender {
             timeout,
             policy,
             user_agent,
+            user_agent_value,
             parsed: Mutex::default(),
         })
     }
@@ -101,18 +112,22 @@ impl Sender {
     pub async fn attempt(&self, job: &ClaimedDelivery, now_ms: i64) -> SentAttempt {
         let timestamp_s = now_ms / 1000;
         let signature = Signer::new(&job.secret).sign(job.event_id.as_str(), timestamp_s, &job.body);
-        let request_headers = vec![
-            ("content-type".to_owned(), "application/json".to_owned()),
-            ("user-agent".to_owned(), self.user_agent.clone()),
-            ("webhook-id".to_owned(), job.event_id.as_str().to_owned()),
-            ("webhook-timestamp".to_owned(), timestamp_s.to_string()),
-            ("webhook-signature".to_owned(), signature),
-        ];
+        let timestamp = timestamp_s.to_string();
         let started = Instant::now();
-        let result = match self.target(&job.url) {
-            Err(outcome) => Err(outcome),
-            Ok(target) => self.send(target, &request_headers, job.body.clone()).await,
+        let result = match (
+            self.target(&job.url),
+            self.headers(job.event_id.as_str(), &timestamp, &signature),
+        ) {
+            (Err(outcome), _) | (_, Err(outcome)) => Err(outcome),
+            (Ok(target), Ok(headers)) => self.send(target, headers, job.body.clone()).await,
         };
+        let request_headers = vec![
+            (CONTENT_TYPE.as_str().to_owned(), JSON.to_owned()),
+            (USER_AGENT.as_str().to_owned(), self.user_agent.clone()),
+            (WEBHOOK_ID.as_str().to_owned(), job.event_id.as_str().to_owned()),
+            (WEBHOOK_TIMESTAMP.as_str().to_owned(), timestamp),
+            (WEBHOOK_SIGNATURE.as_str().to_owned(), signature),
+        ];
         let duration = started.elapsed();
         let (outcome, response) = match result {
             Ok(response) => {
@@ -151,6 +166,21 @@ impl Sender {
         Ok(fresh)
     }
 
+    /// The request's headers. Event ids and signatures are made of id
+    /// characters and base64, so a refusal here means a bad stored id.
+    fn headers(&self, event_id: &str, timestamp: &str, signature: &str) -> Result<HeaderMap, AttemptOutcome> {
+        let value = |v: &str| {
+            HeaderValue::from_str(v).map_err(|_| AttemptOutcome::Other(format!("`{v}` cannot be a header value")))
+        };
+        let mut headers = HeaderMap::with_capacity(8);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
+        headers.insert(USER_AGENT, self.user_agent_value.clone());
+        headers.insert(WEBHOOK_ID, value(event_id)?);
+        headers.insert(WEBHOOK_TIMESTAMP, value(timestamp)?);
+        headers.insert(WEBHOOK_SIGNATURE, value(signature)?);
+        Ok(headers)
+    }
+
     /// Hosts written as IP literals never reach the guarded resolver, so
     /// they are checked here.
     fn check_target(&self, url: &str) -> Result<reqwest::Url, AttemptOutcome> {
@@ -168,13 +198,10 @@ impl Sender {
     async fn send(
         &self,
         target: reqwest::Url,
-        headers: &[(String, String)],
+        headers: HeaderMap,
         body: Bytes,
     ) -> Result<ResponseRecord, AttemptOutcome> {
-        let mut request = self.client.post(target).body(body);
-        for (name, value) in headers {
-            request = request.header(name.as_str(), value.as_str());
-        }
+        let request = self.client.post(target).headers(headers).body(body);
         let exchange = async {
             let mut response = request.send().await?;
             let status = response.status().as_u16();

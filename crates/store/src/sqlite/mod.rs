@@ -1296,30 +1296,38 @@ fn record_in(c: &Connection, r: &AttemptRecord) -> StoreResult<()> {
         DeliveryNext::Failed => ("failed", r.timestamp_ms),
         DeliveryNext::Dropped => ("dropped", r.timestamp_ms),
     };
-    let updated = match r.keep_lease_until {
+    // The delivery moves on and says whether it was a manual resend; no row
+    // means its endpoint was deleted while the attempt was in flight, and
+    // its log went with it.
+    let manual: Option<bool> = match r.keep_lease_until {
         None => c
             .prepare_cached(
                 "UPDATE deliveries SET state = ?1, attempts = ?2, next_attempt_at = ?3, locked_until = NULL, locked_by = NULL
-                 WHERE seq = ?4",
+                 WHERE seq = ?4 RETURNING manual",
             )
-            .and_then(|mut s| s.execute(params![state, r.attempt, next_at, r.delivery.0])),
+            .and_then(|mut s| {
+                s.query_row(params![state, r.attempt, next_at, r.delivery.0], |row| row.get(0))
+                    .optional()
+            }),
         Some(until) => c
             .prepare_cached(
-                "UPDATE deliveries SET state = ?1, attempts = ?2, next_attempt_at = ?3, locked_until = ?4 WHERE seq = ?5",
+                "UPDATE deliveries SET state = ?1, attempts = ?2, next_attempt_at = ?3, locked_until = ?4 WHERE seq = ?5
+                 RETURNING manual",
             )
-            .and_then(|mut s| s.execute(params![state, r.attempt, next_at, until, r.delivery.0])),
+            .and_then(|mut s| {
+                s.query_row(params![state, r.attempt, next_at, until, r.delivery.0], |row| row.get(0))
+                    .optional()
+            }),
     }
     .map_err(internal)?;
-    if updated == 0 {
-        // The endpoint was deleted while the attempt was in flight; its log went with it.
+    let Some(manual) = manual else {
         return Ok(());
-    }
+    };
     let response = r.response.as_ref();
     c.prepare_cached(
         "INSERT INTO attempts (id, delivery_seq, team_id, endpoint_id, event_id, event_type, attempt, timestamp, status,
              duration_ms, request_url, request_headers, response_status, response_headers, response_body, error, manual)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 COALESCE((SELECT manual FROM deliveries WHERE seq = ?2), 0))",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -1339,6 +1347,7 @@ fn record_in(c: &Connection, r: &AttemptRecord) -> StoreResult<()> {
             response.map(|x| headers_json(&x.headers)),
             response.map(|x| x.body.as_slice()),
             r.error,
+            manual,
         ])
     })
     .map_err(internal)?;
