@@ -121,6 +121,7 @@ impl Sender {
             (Err(outcome), _) | (_, Err(outcome)) => Err(outcome),
             (Ok(target), Ok(headers)) => self.send(target, headers, job.body.clone()).await,
         };
+        let duration = started.elapsed();
         let request_headers = vec![
             (CONTENT_TYPE.as_str().to_owned(), JSON.to_owned()),
             (USER_AGENT.as_str().to_owned(), self.user_agent.clone()),
@@ -128,7 +129,6 @@ impl Sender {
             (WEBHOOK_TIMESTAMP.as_str().to_owned(), timestamp),
             (WEBHOOK_SIGNATURE.as_str().to_owned(), signature),
         ];
-        let duration = started.elapsed();
         let (outcome, response) = match result {
             Ok(response) => {
                 let outcome = if (200..300).contains(&response.status) {
