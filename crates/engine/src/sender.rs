@@ -42,8 +42,7 @@ pub struct Sender {
     client: reqwest::Client,
     timeout: Duration,
     policy: TargetPolicy,
-    user_agent: String,
-    user_agent_value: HeaderValue,
+    user_agent: HeaderValue,
     /// Target URLs already parsed and checked (see [`Sender::target`]).
     /// Emptied when it grows past [`PARSED_URLS`].
     parsed: Mutex<HashMap<String, reqwest::Url>>,
@@ -84,7 +83,7 @@ impl Resolve for GuardedResolver {
 impl Sender {
     pub fn new(timeout: Duration, policy: TargetPolicy, user_agent: String) -> Result<Self, reqwest::Error> {
         // The user agent is Herald's own name and version: visible ASCII.
-        let user_agent_value = HeaderValue::from_str(&user_agent).unwrap_or(HeaderValue::from_static("herald"));
+        let user_agent = HeaderValue::try_from(user_agent).unwrap_or(HeaderValue::from_static("herald"));
         let mut builder = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -102,7 +101,6 @@ impl Sender {
             timeout,
             policy,
             user_agent,
-            user_agent_value,
             parsed: Mutex::default(),
         })
     }
@@ -112,23 +110,14 @@ impl Sender {
     pub async fn attempt(&self, job: &ClaimedDelivery, now_ms: i64) -> SentAttempt {
         let timestamp_s = now_ms / 1000;
         let signature = Signer::new(&job.secret).sign(job.event_id.as_str(), timestamp_s, &job.body);
-        let timestamp = timestamp_s.to_string();
+        let headers = self.headers(job.event_id.as_str(), timestamp_s, signature);
+        let request_headers = headers.as_ref().map(header_pairs).unwrap_or_default();
         let started = Instant::now();
-        let result = match (
-            self.target(&job.url),
-            self.headers(job.event_id.as_str(), &timestamp, &signature),
-        ) {
+        let result = match (self.target(&job.url), headers) {
             (Err(outcome), _) | (_, Err(outcome)) => Err(outcome),
             (Ok(target), Ok(headers)) => self.send(target, headers, job.body.clone()).await,
         };
         let duration = started.elapsed();
-        let request_headers = vec![
-            (CONTENT_TYPE.as_str().to_owned(), JSON.to_owned()),
-            (USER_AGENT.as_str().to_owned(), self.user_agent.clone()),
-            (WEBHOOK_ID.as_str().to_owned(), job.event_id.as_str().to_owned()),
-            (WEBHOOK_TIMESTAMP.as_str().to_owned(), timestamp),
-            (WEBHOOK_SIGNATURE.as_str().to_owned(), signature),
-        ];
         let (outcome, response) = match result {
             Ok(response) => {
                 let outcome = if (200..300).contains(&response.status) {
@@ -166,18 +155,19 @@ impl Sender {
         Ok(fresh)
     }
 
-    /// The request's headers. Event ids and signatures are made of id
-    /// characters and base64, so a refusal here means a bad stored id.
-    fn headers(&self, event_id: &str, timestamp: &str, signature: &str) -> Result<HeaderMap, AttemptOutcome> {
-        let value = |v: &str| {
-            HeaderValue::from_str(v).map_err(|_| AttemptOutcome::Other(format!("`{v}` cannot be a header value")))
-        };
+    /// The request's headers, which the attempt log also shows. Event ids and
+    /// signatures are made of id characters and base64, so a refusal here
+    /// means a bad stored id.
+    fn headers(&self, event_id: &str, timestamp_s: i64, signature: String) -> Result<HeaderMap, AttemptOutcome> {
+        let refused = |what: String| AttemptOutcome::Other(format!("{what} cannot be a header value"));
+        let id = HeaderValue::from_str(event_id).map_err(|_| refused(format!("`{event_id}`")))?;
+        let signature = HeaderValue::try_from(signature).map_err(|_| refused("the signature".into()))?;
         let mut headers = HeaderMap::with_capacity(8);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
-        headers.insert(USER_AGENT, self.user_agent_value.clone());
-        headers.insert(WEBHOOK_ID, value(event_id)?);
-        headers.insert(WEBHOOK_TIMESTAMP, value(timestamp)?);
-        headers.insert(WEBHOOK_SIGNATURE, value(signature)?);
+        headers.insert(USER_AGENT, self.user_agent.clone());
+        headers.insert(WEBHOOK_ID, id);
+        headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp_s));
+        headers.insert(WEBHOOK_SIGNATURE, signature);
         Ok(headers)
     }
 
@@ -205,16 +195,7 @@ impl Sender {
         let exchange = async {
             let mut response = request.send().await?;
             let status = response.status().as_u16();
-            let headers = response
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
+            let headers = header_pairs(response.headers());
             let mut body = Vec::new();
             while body.len() < MAX_RESPONSE_BODY {
                 match response.chunk().await? {
@@ -231,6 +212,20 @@ impl Sender {
             Ok(Ok(response)) => Ok(response),
         }
     }
+}
+
+/// Headers as the attempt log keeps them: names and (lossily) text values,
+/// in order.
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 /// Sorts a client error into the outcome the retry policy and the log use.

@@ -1299,27 +1299,20 @@ fn record_in(c: &Connection, r: &AttemptRecord) -> StoreResult<()> {
     // The delivery moves on and says whether it was a manual resend; no row
     // means its endpoint was deleted while the attempt was in flight, and
     // its log went with it.
-    let manual: Option<bool> = match r.keep_lease_until {
-        None => c
-            .prepare_cached(
-                "UPDATE deliveries SET state = ?1, attempts = ?2, next_attempt_at = ?3, locked_until = NULL, locked_by = NULL
-                 WHERE seq = ?4 RETURNING manual",
+    let manual: Option<bool> = c
+        .prepare_cached(
+            "UPDATE deliveries SET state = ?1, attempts = ?2, next_attempt_at = ?3, locked_until = ?4,
+                 locked_by = CASE WHEN ?4 IS NULL THEN NULL ELSE locked_by END
+             WHERE seq = ?5 RETURNING manual",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![state, r.attempt, next_at, r.keep_lease_until, r.delivery.0],
+                |row| row.get(0),
             )
-            .and_then(|mut s| {
-                s.query_row(params![state, r.attempt, next_at, r.delivery.0], |row| row.get(0))
-                    .optional()
-            }),
-        Some(until) => c
-            .prepare_cached(
-                "UPDATE deliveries SET state = ?1, attempts = ?2, next_attempt_at = ?3, locked_until = ?4 WHERE seq = ?5
-                 RETURNING manual",
-            )
-            .and_then(|mut s| {
-                s.query_row(params![state, r.attempt, next_at, until, r.delivery.0], |row| row.get(0))
-                    .optional()
-            }),
-    }
-    .map_err(internal)?;
+            .optional()
+        })
+        .map_err(internal)?;
     let Some(manual) = manual else {
         return Ok(());
     };
