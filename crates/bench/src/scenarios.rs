@@ -302,12 +302,22 @@ fn team_hangs(t: usize, teams: usize, hanging: usize) -> bool {
 }
 
 async fn run_team(name: &str, p: &Params, shape: TeamShape) -> anyhow::Result<Report> {
+    let Some(base) = &p.postgres_url else {
+        return run_team_on(name, p, shape, None).await;
+    };
+    let schema = crate::server::BenchSchema::create(base).await?;
+    let report = run_team_on(name, p, shape, Some(&schema.url)).await;
+    // The servers have stopped (or were killed on drop): nothing holds the
+    // schema any more.
+    let dropped = schema.drop_schema().await;
+    let report = report?;
+    dropped?;
+    Ok(report)
+}
+
+async fn run_team_on(name: &str, p: &Params, shape: TeamShape, database_url: Option<&str>) -> anyhow::Result<Report> {
     let mut report = Report::new(name);
     let cpu_at_start = own_cpu_s();
-    let database_url = match &p.postgres_url {
-        Some(base) => Some(crate::server::fresh_postgres_schema(base).await?),
-        None => None,
-    };
     let mut nodes = Vec::with_capacity(p.nodes.max(1));
     // Several nodes on one machine share its cores, as separate machines
     // would not: each gets its share of threads instead of one per core.
@@ -316,7 +326,7 @@ async fn run_team(name: &str, p: &Params, shape: TeamShape) -> anyhow::Result<Re
         (cores / p.nodes).max(1)
     });
     for _ in 0..p.nodes.max(1) {
-        nodes.push(Herald::start(&p.herald_bin, database_url.as_deref(), threads).await?);
+        nodes.push(Herald::start(&p.herald_bin, database_url, threads).await?);
     }
     let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
     let herald = &nodes[0];

@@ -23,23 +23,49 @@ use crate::client::Conn;
 /// The operator key the harness gives every server it starts.
 pub const ADMIN_KEY: &str = "bench-admin-key-0123456789abcdef";
 
-/// Makes a fresh schema in the PostgreSQL database at `base` and returns a
-/// URL that puts Herald in it. Schemas are named `herald_bench_<time>`; drop
-/// them when done (`DROP SCHEMA … CASCADE`).
-pub async fn fresh_postgres_schema(base: &str) -> anyhow::Result<String> {
+/// A fresh schema in a PostgreSQL database, for one scenario's run.
+/// Schemas are named `herald_bench_<time>`; [`BenchSchema::drop_schema`]
+/// removes it with everything in it when the run is over, so that runs do not
+/// leave gigabytes behind for autovacuum and checkpoints to chew on while the
+/// next run is measured.
+pub struct BenchSchema {
+    base: String,
+    name: String,
+    /// The URL that puts Herald in the schema.
+    pub url: String,
+}
+
+impl BenchSchema {
+    /// Makes the schema in the database at `base`.
+    pub async fn create(base: &str) -> anyhow::Result<Self> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis();
+        let name = format!("herald_bench_{stamp}");
+        execute(base, &format!("CREATE SCHEMA {name}")).await?;
+        let separator = if base.contains('?') { '&' } else { '?' };
+        Ok(Self {
+            url: format!("{base}{separator}options=-c%20search_path%3D{name}"),
+            base: base.to_owned(),
+            name,
+        })
+    }
+
+    /// Drops the schema and everything in it (the servers must have stopped).
+    pub async fn drop_schema(self) -> anyhow::Result<()> {
+        execute(&self.base, &format!("DROP SCHEMA {} CASCADE", self.name)).await
+    }
+}
+
+async fn execute(base: &str, sql: &str) -> anyhow::Result<()> {
     let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)
         .await
         .with_context(|| format!("cannot connect to {base}"))?;
     let driver = tokio::spawn(connection);
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis();
-    let name = format!("herald_bench_{stamp}");
-    client.batch_execute(&format!("CREATE SCHEMA {name}")).await?;
+    let result = client.batch_execute(sql).await.with_context(|| format!("{sql} failed"));
     drop(client);
     driver.abort();
-    let separator = if base.contains('?') { '&' } else { '?' };
-    Ok(format!("{base}{separator}options=-c%20search_path%3D{name}"))
+    result
 }
 
 /// How long a server may take to become ready.
