@@ -22,6 +22,15 @@ use crate::{StoreError, StoreResult};
 pub(super) const PUBLISH_BATCH: usize = 64;
 /// Publish statements in flight at once, each on its own connection.
 pub(super) const PUBLISH_WORKERS: usize = 1;
+/// How many times the publish worker lets other tasks run before it sends a
+/// batch, as long as each time brings more publishes. It costs a quiet
+/// publish a few microseconds. Nodes sharing the load each see only part of
+/// it, so their batches are small. With these yields, three nodes made 7,506
+/// publish statements for 60,000 events instead of 10,681, used about 10%
+/// less CPU, and kept 94% of one node's rate instead of 84% (means of four
+/// alternating rounds of `herald-bench single --store postgres --nodes 1|3
+/// --events 60000`).
+const PUBLISH_YIELDS: usize = 2;
 /// The most attempt records in one statement.
 pub(super) const RECORD_BATCH: usize = 256;
 /// How long the first team-webhook attempt record of a batch waits for
@@ -54,10 +63,17 @@ pub(super) fn spawn_publishers(pool: Pool, jobs: mpsc::Receiver<PublishJob>) {
                     let mut jobs = jobs.lock().await;
                     let Some(first) = jobs.recv().await else { return };
                     let mut batch = vec![first];
-                    while batch.len() < PUBLISH_BATCH {
-                        match jobs.try_recv() {
-                            Ok(next) => batch.push(next),
-                            Err(_) => break,
+                    take_queued(&mut jobs, &mut batch);
+                    // Requests read in the same wakeup as this one may still
+                    // be in their handlers: step aside so that they join this
+                    // batch rather than wait a whole statement for the next.
+                    for _ in 0..PUBLISH_YIELDS {
+                        if batch.len() >= PUBLISH_BATCH {
+                            break;
+                        }
+                        tokio::task::yield_now().await;
+                        if !take_queued(&mut jobs, &mut batch) {
+                            break;
                         }
                     }
                     batch
@@ -68,6 +84,19 @@ pub(super) fn spawn_publishers(pool: Pool, jobs: mpsc::Receiver<PublishJob>) {
             }
         });
     }
+}
+
+/// Moves what has queued into `batch`, up to [`PUBLISH_BATCH`]; whether
+/// anything came.
+fn take_queued(jobs: &mut mpsc::Receiver<PublishJob>, batch: &mut Vec<PublishJob>) -> bool {
+    let before = batch.len();
+    while batch.len() < PUBLISH_BATCH {
+        match jobs.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+    batch.len() > before
 }
 
 /// Splits `batch` into consecutive runs in which no key repeats: one
