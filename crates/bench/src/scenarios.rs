@@ -452,6 +452,10 @@ async fn run_team_on(name: &str, p: &Params, shape: TeamShape, database_url: Opt
     let mut wrong = 0u64;
     let mut last_arrival = load.started;
     let mut lateness = histogram();
+    // The same, by which retry it was (after the first attempt, the second…).
+    let mut lateness_by_gap: Vec<Histogram<u64>> = STANDARD_DELAYS_S.iter().map(|_| histogram()).collect();
+    // When the latest retry was due, from the start of publishing.
+    let mut worst_late_at_s = 0.0;
     let mut max_late_ms = f64::MIN;
     let mut min_late_ms = f64::MAX;
     let mut retried_events = 0u64;
@@ -481,9 +485,15 @@ async fn run_team_on(name: &str, p: &Params, shape: TeamShape, database_url: Opt
                         continue;
                     };
                     let late = gap - planned * 1000.0;
+                    if late > max_late_ms {
+                        worst_late_at_s = (pair[0].0 - load.started).as_secs_f64() + planned;
+                    }
                     max_late_ms = max_late_ms.max(late);
                     min_late_ms = min_late_ms.min(late);
                     let _ = lateness.record((late.max(0.0) * 1000.0) as u64);
+                    if let Some(h) = lateness_by_gap.get_mut(k) {
+                        let _ = h.record((late.max(0.0) * 1000.0) as u64);
+                    }
                     retry_gaps += 1;
                 }
             }
@@ -547,6 +557,14 @@ async fn run_team_on(name: &str, p: &Params, shape: TeamShape, database_url: Opt
             report.set_f("retry_min_late_ms", min_late_ms, 1);
             report.set_f("retry_p50_late_ms", ms(&lateness, 0.5), 1);
             report.set_f("retry_p99_late_ms", ms(&lateness, 0.99), 1);
+            let by_gap: Vec<Value> = lateness_by_gap
+                .iter()
+                .map(|h| {
+                    serde_json::Number::from_f64((ms(h, 0.99) * 10.0).round() / 10.0).map_or(Value::Null, Value::Number)
+                })
+                .collect();
+            report.set("retry_p99_late_ms_by_retry", Value::Array(by_gap));
+            report.set_f("retry_worst_late_due_at_s", worst_late_at_s, 2);
         }
     }
     report.set_f("server_rss_end_mb", server.rss_mb, 1);
