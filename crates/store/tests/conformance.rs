@@ -28,7 +28,52 @@ struct Fixture {
     store: Arc<dyn Store>,
     team: TeamId,
     account: String,
+    _dir: Scratch,
+}
+
+/// What one backend's test store occupies: a temporary directory, and for
+/// PostgreSQL a schema. Both go when the test is done with them (the store
+/// must have been dropped first, as a [`Fixture`]'s fields are).
+struct Scratch {
     _dir: tempfile::TempDir,
+    /// The database URL and the schema's name.
+    schema: Option<(String, String)>,
+}
+
+/// Ends the connections (other than this one) holding locks on tables of
+/// schema `$1`.
+const TERMINATE_HOLDERS: &str = "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
+    JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = $1 AND l.pid <> pg_backend_pid()";
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let Some((base, name)) = self.schema.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime, which may be ending: a thread
+        // with its own runtime drops the schema, and gives up rather than
+        // wait long on a lock.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok((client, connection)) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await {
+                    tokio::spawn(connection);
+                    // Whatever of the test's store still holds a lock in
+                    // the schema (its runtime is gone) is let go first.
+                    let _ = client.execute(TERMINATE_HOLDERS, &[&name]).await;
+                    let _ = client
+                        .batch_execute(&format!(
+                            "SET lock_timeout = '3s'; DROP SCHEMA IF EXISTS {name} CASCADE"
+                        ))
+                        .await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
 }
 
 /// Where one backend's test store lives, so that it can be opened again.
@@ -85,22 +130,32 @@ async fn pg_client(url: &str) -> tokio_postgres::Client {
 
 /// A fresh place for each backend: a SQLite file always, a PostgreSQL schema
 /// (dropped after) when `HERALD_TEST_POSTGRES_URL` is set.
-async fn places() -> Vec<(&'static str, Place, tempfile::TempDir)> {
+async fn places() -> Vec<(&'static str, Place, Scratch)> {
     let dir = tempfile::tempdir().unwrap();
-    let mut out = vec![("sqlite", Place::Sqlite(dir.path().join("h.db")), dir)];
+    let sqlite = Place::Sqlite(dir.path().join("h.db"));
+    let mut out = vec![(
+        "sqlite",
+        sqlite,
+        Scratch {
+            _dir: dir,
+            schema: None,
+        },
+    )];
     match std::env::var("HERALD_TEST_POSTGRES_URL") {
         Ok(base) if !base.is_empty() => {
             let schema = format!("herald_c_{}", herald_domain::ids::new_suffix(NOW));
-            let client = pg_client(&base).await;
-            client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+            pg_client(&base)
+                .await
+                .batch_execute(&format!("CREATE SCHEMA {schema}"))
+                .await
+                .unwrap();
             let sep = if base.contains('?') { '&' } else { '?' };
             let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-            out.push(("postgres", Place::Postgres(url), tempfile::tempdir().unwrap()));
-            // The schema goes when the suite's runtime ends; tests are short.
-            tokio::spawn(async move {
-                tokio::time::sleep(std::time::Duration::from_secs(20)).await;
-                let _ = client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await;
-            });
+            let scratch = Scratch {
+                _dir: tempfile::tempdir().unwrap(),
+                schema: Some((base, schema)),
+            };
+            out.push(("postgres", Place::Postgres(url), scratch));
         }
         _ => {
             assert!(
@@ -122,7 +177,7 @@ async fn stores() -> Vec<(&'static str, Fixture)> {
     out
 }
 
-async fn fixture(store: Arc<dyn Store>, dir: tempfile::TempDir) -> Fixture {
+async fn fixture(store: Arc<dyn Store>, dir: Scratch) -> Fixture {
     let account = store.create_account("a", NOW).await.unwrap();
     let team = store.create_team(&account.id, "t", NOW).await.unwrap();
     Fixture {
