@@ -40,39 +40,11 @@ struct Scratch {
     schema: Option<(String, String)>,
 }
 
-/// Ends the connections (other than this one) holding locks on tables of
-/// schema `$1`.
-const TERMINATE_HOLDERS: &str = "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
-    JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = $1 AND l.pid <> pg_backend_pid()";
-
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let Some((base, name)) = self.schema.take() else {
-            return;
-        };
-        // Drop runs inside the test's runtime, which may be ending: a thread
-        // with its own runtime drops the schema, and gives up rather than
-        // wait long on a lock.
-        let cleanup = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return;
-            };
-            runtime.block_on(async move {
-                if let Ok((client, connection)) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await {
-                    tokio::spawn(connection);
-                    // Whatever of the test's store still holds a lock in
-                    // the schema (its runtime is gone) is let go first.
-                    let _ = client.execute(TERMINATE_HOLDERS, &[&name]).await;
-                    let _ = client
-                        .batch_execute(&format!(
-                            "SET lock_timeout = '3s'; DROP SCHEMA IF EXISTS {name} CASCADE"
-                        ))
-                        .await;
-                }
-            });
-        });
-        let _ = cleanup.join();
+        if let Some((base, name)) = self.schema.take() {
+            herald_store::postgres::drop_schema_blocking(&base, &name);
+        }
     }
 }
 

@@ -123,37 +123,9 @@ impl PgSchema {
     }
 }
 
-/// Ends the connections (other than this one) holding locks on tables of
-/// schema `$1`.
-const TERMINATE_HOLDERS: &str = "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
-    JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = $1 AND l.pid <> pg_backend_pid()";
-
 impl Drop for PgSchema {
     fn drop(&mut self) {
-        let (base, name) = (self.base.clone(), self.name.clone());
-        // Drop runs inside the test's runtime; a thread with its own runtime
-        // does the cleanup. It gives up rather than wait on a busy lock.
-        let cleanup = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return;
-            };
-            runtime.block_on(async move {
-                if let Ok((client, connection)) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await {
-                    tokio::spawn(connection);
-                    // Whatever of the test's servers still holds a lock in
-                    // the schema (a node the test killed, a store whose
-                    // runtime is gone) is let go first.
-                    let _ = client.execute(TERMINATE_HOLDERS, &[&name]).await;
-                    let _ = client
-                        .batch_execute(&format!(
-                            "SET lock_timeout = '3s'; DROP SCHEMA IF EXISTS {name} CASCADE"
-                        ))
-                        .await;
-                }
-            });
-        });
-        let _ = cleanup.join();
+        herald_store::postgres::drop_schema_blocking(&self.base, &self.name);
     }
 }
 

@@ -59,6 +59,37 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// Drops schema `name` of the database at `url` with everything in it,
+/// after ending the connections that still hold locks on its tables; gives
+/// up after a few seconds rather than wait on a lock. It blocks, on a thread
+/// with its own runtime, so that it works from `Drop` inside a runtime that
+/// may be ending. For tests, which give each run a schema of its own.
+#[doc(hidden)]
+pub fn drop_schema_blocking(url: &str, name: &str) {
+    const TERMINATE_HOLDERS: &str = "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
+        JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = $1 AND l.pid <> pg_backend_pid()";
+    let (url, name) = (url.to_owned(), name.to_owned());
+    let cleanup = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        runtime.block_on(async move {
+            let Ok((client, connection)) = tokio_postgres::connect(&url, NoTls).await else {
+                return;
+            };
+            tokio::spawn(connection);
+            let _ = client.execute(TERMINATE_HOLDERS, &[&name]).await;
+            let _ = client
+                .batch_execute(&format!(
+                    "SET lock_timeout = '3s'; DROP SCHEMA IF EXISTS {name} CASCADE"
+                ))
+                .await;
+        });
+    });
+    let _ = cleanup.join();
+}
+
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     StoreError::Unavailable(format!("no database connection: {e}"))
 }
