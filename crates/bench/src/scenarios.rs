@@ -81,12 +81,7 @@ impl Report {
 
     /// A float rounded to `digits` decimals (non-finite becomes null).
     pub fn set_f(&mut self, key: &str, value: f64, digits: i32) {
-        let scale = 10f64.powi(digits);
-        let rounded = (value * scale).round() / scale;
-        self.set(
-            key,
-            serde_json::Number::from_f64(rounded).map_or(Value::Null, Value::Number),
-        );
+        self.set(key, rounded(value, digits));
     }
 
     /// The report as one line of JSON.
@@ -103,6 +98,12 @@ impl Report {
         out.push('}');
         out
     }
+}
+
+/// `value` rounded to `digits` decimals, as JSON (non-finite becomes null).
+fn rounded(value: f64, digits: i32) -> Value {
+    let scale = 10f64.powi(digits);
+    serde_json::Number::from_f64((value * scale).round() / scale).map_or(Value::Null, Value::Number)
 }
 
 /// Latencies in microseconds, up to an hour.
@@ -557,12 +558,7 @@ async fn run_team_on(name: &str, p: &Params, shape: TeamShape, database_url: Opt
             report.set_f("retry_min_late_ms", min_late_ms, 1);
             report.set_f("retry_p50_late_ms", ms(&lateness, 0.5), 1);
             report.set_f("retry_p99_late_ms", ms(&lateness, 0.99), 1);
-            let by_gap: Vec<Value> = lateness_by_gap
-                .iter()
-                .map(|h| {
-                    serde_json::Number::from_f64((ms(h, 0.99) * 10.0).round() / 10.0).map_or(Value::Null, Value::Number)
-                })
-                .collect();
+            let by_gap = lateness_by_gap.iter().map(|h| rounded(ms(h, 0.99), 1)).collect();
             report.set("retry_p99_late_ms_by_retry", Value::Array(by_gap));
             report.set_f("retry_worst_late_due_at_s", worst_late_at_s, 2);
         }

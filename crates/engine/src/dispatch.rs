@@ -435,9 +435,9 @@ impl Dispatcher {
         // before the request was built, and a busy machine can hold the
         // thread up before it is sent (the likely cause of a real-time retry
         // arriving 994 ms after the previous one in a CI run), so the clock
-        // is read again now. Both
-        // readings are floored to the millisecond; one more keeps a retry
-        // from ever firing before its full delay has passed.
+        // is read again now. Both readings are floored to the millisecond;
+        // one more keeps a retry from ever firing before its full delay has
+        // passed.
         let ended_ms = (sent.started_ms + sent.duration.as_millis() as i64).max(now_ms()) + 1;
         let policy = match job.endpoint_id.kind() {
             EndpointKind::Webhook => &self.config.standard_retry,

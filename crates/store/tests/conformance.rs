@@ -28,7 +28,7 @@ struct Fixture {
     store: Arc<dyn Store>,
     team: TeamId,
     account: String,
-    _dir: Scratch,
+    _scratch: Scratch,
 }
 
 /// What one backend's test store occupies: a temporary directory, and for
@@ -121,8 +121,7 @@ async fn places() -> Vec<(&'static str, Place, Scratch)> {
                 .batch_execute(&format!("CREATE SCHEMA {schema}"))
                 .await
                 .unwrap();
-            let sep = if base.contains('?') { '&' } else { '?' };
-            let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+            let url = herald_store::postgres::schema_url(&base, &schema);
             let scratch = Scratch {
                 _dir: tempfile::tempdir().unwrap(),
                 schema: Some((base, schema)),
@@ -142,21 +141,21 @@ async fn places() -> Vec<(&'static str, Place, Scratch)> {
 
 async fn stores() -> Vec<(&'static str, Fixture)> {
     let mut out = Vec::new();
-    for (name, place, dir) in places().await {
+    for (name, place, scratch) in places().await {
         let store = place.open(place.latest()).await.unwrap();
-        out.push((name, fixture(store, dir).await));
+        out.push((name, fixture(store, scratch).await));
     }
     out
 }
 
-async fn fixture(store: Arc<dyn Store>, dir: Scratch) -> Fixture {
+async fn fixture(store: Arc<dyn Store>, scratch: Scratch) -> Fixture {
     let account = store.create_account("a", NOW).await.unwrap();
     let team = store.create_team(&account.id, "t", NOW).await.unwrap();
     Fixture {
         store,
         team: team.id,
         account: account.id.to_string(),
-        _dir: dir,
+        _scratch: scratch,
     }
 }
 
@@ -417,9 +416,9 @@ async fn ordered_endpoints_are_claimed_as_runs_one_claimer_at_a_time_and_fail_as
 /// idempotency, pending retries, and the log under every filter.
 #[tokio::test]
 async fn a_newer_binary_upgrades_an_older_store_without_losing_data() {
-    for (name, place, dir) in places().await {
+    for (name, place, scratch) in places().await {
         let old = place.latest() - 1;
-        let f = fixture(place.open(old).await.unwrap(), dir).await;
+        let f = fixture(place.open(old).await.unwrap(), scratch).await;
         let endpoint = webhook(&f).await;
         let mut published = publish(&f, &lease("a", NOW + 1_000)).await;
         published.extend(publish(&f, &lease("a", NOW + 1_000)).await);
@@ -433,7 +432,7 @@ async fn a_newer_binary_upgrades_an_older_store_without_losing_data() {
             store,
             team,
             account,
-            _dir,
+            _scratch,
         } = f;
         drop(store);
 
@@ -441,7 +440,7 @@ async fn a_newer_binary_upgrades_an_older_store_without_losing_data() {
             store: place.open(place.latest()).await.unwrap(),
             team,
             account,
-            _dir,
+            _scratch,
         };
         let hooks = f.store.list_webhooks(&f.team).await.unwrap();
         assert_eq!(hooks.len(), 1, "{name}");
@@ -516,7 +515,7 @@ async fn a_newer_binary_upgrades_an_older_store_without_losing_data() {
 /// writing to a schema it does not know.
 #[tokio::test]
 async fn an_older_binary_refuses_a_newer_store() {
-    for (name, place, _dir) in places().await {
+    for (name, place, _scratch) in places().await {
         drop(place.open(place.latest()).await.unwrap());
         let newer = place.latest() + 1;
         match &place {
@@ -547,8 +546,8 @@ async fn an_older_binary_refuses_a_newer_store() {
 /// retry, never tried) and its log, and nothing of another endpoint.
 #[tokio::test]
 async fn deleting_an_endpoint_removes_all_its_deliveries_and_its_log() {
-    for (name, place, dir) in places().await {
-        let f = fixture(place.open(place.latest()).await.unwrap(), dir).await;
+    for (name, place, scratch) in places().await {
+        let f = fixture(place.open(place.latest()).await.unwrap(), scratch).await;
         let (gone, kept) = (webhook(&f).await, webhook(&f).await);
         let done = publish(&f, &lease("a", NOW + 1_000)).await;
         let retrying = publish(&f, &lease("a", NOW + 1_000)).await;

@@ -113,8 +113,7 @@ impl PgSchema {
             .batch_execute(&format!("CREATE SCHEMA {name}"))
             .await
             .expect("create schema");
-        let separator = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{separator}options=-c%20search_path%3D{name}");
+        let url = herald_store::postgres::schema_url(base, &name);
         Self {
             base: base.to_owned(),
             name,

@@ -59,6 +59,15 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// `url` with schema `name` as the search path of its connections: Herald
+/// opened on it keeps its tables there. For tests, which give each run a
+/// schema of its own.
+#[doc(hidden)]
+pub fn schema_url(url: &str, name: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-c%20search_path%3D{name}")
+}
+
 /// Drops schema `name` of the database at `url` with everything in it,
 /// after ending the connections that still hold locks on its tables; gives
 /// up after a few seconds rather than wait on a lock. It blocks, on a thread
