@@ -258,6 +258,7 @@ fn params(cli: &Cli, scenario: Scenario) -> Params {
 }
 
 async fn run_one(scenario: Scenario, p: &Params) -> Report {
+    let ticks = scenarios::host_cpu_ticks();
     let result = match scenario {
         Scenario::Single => scenarios::single(p).await,
         Scenario::Fanout => scenarios::fanout(p).await,
@@ -267,7 +268,11 @@ async fn run_one(scenario: Scenario, p: &Params) -> Report {
         Scenario::Realtime => scenarios::realtime(p).await,
         Scenario::Idle | Scenario::All => scenarios::idle(p).await,
     };
-    result.unwrap_or_else(|e| scenarios::failed(scenario.name(), &e))
+    let mut report = result.unwrap_or_else(|e| scenarios::failed(scenario.name(), &e));
+    if let Some(pct) = scenarios::steal_pct(ticks, scenarios::host_cpu_ticks()) {
+        report.set_f("host_steal_pct", pct, 1);
+    }
+    report
 }
 
 #[tokio::main]
