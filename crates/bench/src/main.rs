@@ -258,7 +258,7 @@ fn params(cli: &Cli, scenario: Scenario) -> Params {
 }
 
 async fn run_one(scenario: Scenario, p: &Params) -> Report {
-    let ticks = scenarios::host_cpu_ticks();
+    let ticks = server::host_cpu_ticks();
     let result = match scenario {
         Scenario::Single => scenarios::single(p).await,
         Scenario::Fanout => scenarios::fanout(p).await,
@@ -269,7 +269,7 @@ async fn run_one(scenario: Scenario, p: &Params) -> Report {
         Scenario::Idle | Scenario::All => scenarios::idle(p).await,
     };
     let mut report = result.unwrap_or_else(|e| scenarios::failed(scenario.name(), &e));
-    if let Some(pct) = scenarios::steal_pct(ticks, scenarios::host_cpu_ticks()) {
+    if let Some(pct) = server::steal_pct(ticks, server::host_cpu_ticks()) {
         report.set_f("host_steal_pct", pct, 1);
     }
     report

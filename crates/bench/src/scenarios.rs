@@ -119,26 +119,6 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     }
 }
 
-/// The machine's CPU time so far, from `/proc/stat`: (stolen, all), in
-/// ticks. On a virtual machine the host takes *steal* time for its other
-/// guests; while it does, every figure of the run is slower and noisier.
-pub fn host_cpu_ticks() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let ticks: Vec<u64> = line.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
-    // user nice system idle iowait irq softirq steal (guest time is inside user).
-    let steal = *ticks.get(7)?;
-    Some((steal, ticks.iter().take(8).sum()))
-}
-
-/// The share of the machine's CPU time stolen by its host between two
-/// [`host_cpu_ticks`] readings, in percent.
-pub fn steal_pct(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
-    let ((s0, t0), (s1, t1)) = (before?, after?);
-    let total = t1.checked_sub(t0).filter(|&t| t > 0)?;
-    Some(s1.saturating_sub(s0) as f64 * 100.0 / total as f64)
-}
-
 /// CPU seconds this harness process has used.
 fn own_cpu_s() -> f64 {
     proc_cpu_s("/proc/self/stat").unwrap_or(0.0)

@@ -275,6 +275,30 @@ pub fn proc_cpu_s(stat_path: &str) -> Option<f64> {
     Some((utime + stime) / clock_ticks())
 }
 
+/// The machine's CPU time so far, from `/proc/stat`: (stolen, all), in
+/// ticks. On a virtual machine the host takes *steal* time for its other
+/// guests; while it does, every figure of the run is slower and noisier.
+pub fn host_cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let ticks = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|t| t.parse::<u64>().ok())
+        .collect::<Option<Vec<u64>>>()?;
+    Some((*ticks.get(7)?, ticks.iter().sum()))
+}
+
+/// The share of the machine's CPU time stolen by its host between two
+/// [`host_cpu_ticks`] readings, in percent.
+pub fn steal_pct(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((s0, t0), (s1, t1)) = (before?, after?);
+    let total = t1.checked_sub(t0).filter(|&t| t > 0)?;
+    Some(s1.saturating_sub(s0) as f64 * 100.0 / total as f64)
+}
+
 /// `sysconf(_SC_CLK_TCK)`, asked of `getconf` (this crate has no unsafe code).
 fn clock_ticks() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
