@@ -62,7 +62,7 @@ pub async fn publish(
         None => (EventId::generate(now), false),
     };
     tracing::Span::current().record("event_id", id.as_str());
-    if !state.engine.has_room() {
+    if !state.engine.has_room() || !state.engine.retries_admit_publish() {
         state.engine.metrics().publishes_shed.fetch_add(1, Relaxed);
         return Err(ApiError::Overloaded { retry_after_s: 1 });
     }

@@ -122,7 +122,17 @@ pub fn router(state: AppState) -> Router {
                     .map(|p| p.as_str().to_owned())
                     .unwrap_or_default();
                 tracing::debug_span!("request", method = %req.method(), path)
-            }),
+            })
+            // A 503 is load shedding the client is told to retry (or a store
+            // outage, logged where it is found), not a server fault: a retry
+            // storm would otherwise write one error line per refused publish.
+            .on_failure(
+                |class: tower_http::classify::ServerErrorsFailureClass, latency: std::time::Duration, _: &tracing::Span| {
+                    if !matches!(class, tower_http::classify::ServerErrorsFailureClass::StatusCode(code) if code == axum::http::StatusCode::SERVICE_UNAVAILABLE) {
+                        tracing::error!(classification = %class, latency_ms = latency.as_millis() as u64, "response failed");
+                    }
+                },
+            ),
         )
         .with_state(state)
 }

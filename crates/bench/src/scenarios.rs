@@ -461,6 +461,9 @@ async fn run_team_on(name: &str, p: &Params, shape: TeamShape, database_url: Opt
     let mut min_late_ms = f64::MAX;
     let mut retried_events = 0u64;
     let mut retry_gaps = 0u64;
+    // Per second from the start of publishing: events published, attempts
+    // arriving, and the lateness of the retries due in that second.
+    let mut by_second = BySecond::default();
     let mut max_attempts = 0usize;
     let mut events = 0u64;
     for (i, slot) in job.sent.iter().enumerate() {
@@ -478,6 +481,10 @@ async fn run_team_on(name: &str, p: &Params, shape: TeamShape, database_url: Opt
                 wrong += 1;
             }
             max_attempts = max_attempts.max(record.arrivals.len());
+            by_second.published(sent.saturating_duration_since(load.started).as_secs_f64());
+            for (at, _) in &record.arrivals {
+                by_second.arrived((*at - load.started).as_secs_f64());
+            }
             if record.arrivals.len() > 1 {
                 retried_events += 1;
                 for (k, pair) in record.arrivals.windows(2).enumerate() {
@@ -486,6 +493,7 @@ async fn run_team_on(name: &str, p: &Params, shape: TeamShape, database_url: Opt
                         continue;
                     };
                     let late = gap - planned * 1000.0;
+                    by_second.retried((pair[0].0 - load.started).as_secs_f64() + planned, late);
                     if late > max_late_ms {
                         worst_late_at_s = (pair[0].0 - load.started).as_secs_f64() + planned;
                     }
@@ -561,6 +569,7 @@ async fn run_team_on(name: &str, p: &Params, shape: TeamShape, database_url: Opt
             let by_gap = lateness_by_gap.iter().map(|h| rounded(ms(h, 0.99), 1)).collect();
             report.set("retry_p99_late_ms_by_retry", Value::Array(by_gap));
             report.set_f("retry_worst_late_due_at_s", worst_late_at_s, 2);
+            by_second.report(&mut report);
         }
     }
     report.set_f("server_rss_end_mb", server.rss_mb, 1);
@@ -621,6 +630,56 @@ impl Job for RtJob {
         if let Some(slot) = self.sent.get(i as usize) {
             let _ = slot.set(sent);
         }
+    }
+}
+
+/// A `backlog` run second by second, from the start of publishing: it shows
+/// where retries ran late against what was published and attempted then.
+#[derive(Default)]
+struct BySecond {
+    published: Vec<u64>,
+    arrived: Vec<u64>,
+    /// The lateness (ms) of each retry, by the second it was due in.
+    late: Vec<Vec<f64>>,
+}
+
+impl BySecond {
+    fn at<T: Default + Clone>(v: &mut Vec<T>, s: f64) -> &mut T {
+        let i = s.max(0.0) as usize;
+        if v.len() <= i {
+            v.resize(i + 1, T::default());
+        }
+        &mut v[i]
+    }
+
+    fn published(&mut self, s: f64) {
+        *Self::at(&mut self.published, s) += 1;
+    }
+
+    fn arrived(&mut self, s: f64) {
+        *Self::at(&mut self.arrived, s) += 1;
+    }
+
+    fn retried(&mut self, due_s: f64, late_ms: f64) {
+        Self::at(&mut self.late, due_s).push(late_ms);
+    }
+
+    fn report(mut self, report: &mut Report) {
+        let counts = |v: &[u64]| Value::Array(v.iter().map(|&n| n.into()).collect());
+        report.set("published_by_s", counts(&self.published));
+        report.set("attempts_by_s", counts(&self.arrived));
+        let due: Vec<u64> = self.late.iter().map(|l| l.len() as u64).collect();
+        report.set("retries_due_by_s", counts(&due));
+        let p99 = self
+            .late
+            .iter_mut()
+            .map(|l| {
+                l.sort_by(f64::total_cmp);
+                let p99 = l.get((l.len() * 99 / 100).min(l.len().saturating_sub(1))).copied();
+                rounded(p99.unwrap_or(0.0).max(0.0), 1)
+            })
+            .collect();
+        report.set("retry_p99_late_ms_by_s", Value::Array(p99));
     }
 }
 

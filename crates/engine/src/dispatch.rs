@@ -22,11 +22,12 @@ use std::time::Duration;
 
 use herald_domain::attempt::AttemptStatus;
 use herald_domain::ids::{AttemptId, DeliveryId, EndpointId, EndpointKind};
-use herald_domain::retry::Decision;
+use herald_domain::retry::{Decision, RetryPolicy};
 use herald_store::{AttemptRecord, ClaimedDelivery, DeliveryNext, Store};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::Admission;
 use crate::schedule::Wakeup;
 use crate::sender::{Sender, SentAttempt};
 use crate::{EngineConfig, Metrics, now_ms};
@@ -36,6 +37,9 @@ const DROP_REASON: &str = "not sent: the real-time endpoint failed after its las
 
 pub struct Dispatcher {
     state: Mutex<State>,
+    /// The retries expected from fresh team-webhook deliveries, for publish
+    /// admission.
+    pub(crate) admission: Admission,
     store: Arc<dyn Store>,
     config: Arc<EngineConfig>,
     sender: Sender,
@@ -111,8 +115,13 @@ impl Dispatcher {
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
+        let delays_ms = match &config.standard_retry {
+            RetryPolicy::Standard { delays } => delays.iter().map(|d| d.as_millis() as i64).collect(),
+            RetryPolicy::Realtime { .. } => Vec::new(),
+        };
         Self {
             state: Mutex::default(),
+            admission: Admission::new(&delays_ms, now_ms()),
             store,
             config,
             sender,
@@ -142,6 +151,7 @@ impl Dispatcher {
         let mut released = Vec::new();
         let shared = self.store.is_shared();
         let mut claim = false;
+        let mut fresh_unordered = 0;
         {
             let mut state = self.lock();
             let mut touched = Vec::new();
@@ -175,6 +185,7 @@ impl Dispatcher {
                         .rposition(|queued| queued.id < job.id)
                         .map_or(0, |i| i + 1)
                 } else {
+                    fresh_unordered += 1;
                     queue.jobs.len()
                 };
                 state.held.insert(job.id);
@@ -191,6 +202,7 @@ impl Dispatcher {
             }
             self.metrics.in_memory.store(state.held.len() as u64, Relaxed);
         }
+        self.admission.accepted(now_ms(), fresh_unordered);
         self.start_all(to_start);
         let claim = claim || !released.is_empty();
         (released, claim)
@@ -319,12 +331,17 @@ impl Dispatcher {
     /// One attempt, start to finish: send, decide, record, and move the queue on.
     async fn run_attempt(self: Arc<Self>, job: ClaimedDelivery) {
         self.metrics.in_flight.fetch_add(1, Relaxed);
-        let sent = self.sender.attempt(&job, now_ms()).await;
+        let started_ms = now_ms();
+        if job.attempt > 1 && job.due_ms > 0 && job.endpoint_id.kind() == EndpointKind::Webhook {
+            self.admission.retry_started(started_ms, job.due_ms);
+        }
+        let sent = self.sender.attempt(&job, started_ms).await;
         self.metrics.in_flight.fetch_sub(1, Relaxed);
         let ordered = job.endpoint_id.kind() == EndpointKind::Realtime;
         if !ordered {
             // Unordered: the slot is free as soon as the answer is in.
             self.finish_slot(&job.endpoint_id, None);
+            self.admission.finished(now_ms(), !sent.outcome.is_success());
         }
         let (record, decision) = self.to_record(&job, sent);
         match decision {

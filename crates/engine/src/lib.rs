@@ -15,6 +15,7 @@
 //! or transaction is held across a network call, and memory holds a bounded
 //! window of work: the rest waits in the store.
 
+pub mod admission;
 pub mod dispatch;
 pub mod metrics;
 pub mod schedule;
@@ -232,6 +233,14 @@ impl Engine {
     /// API answers 503 instead of letting memory grow.
     pub fn has_room(&self) -> bool {
         self.dispatcher.room() > 0
+    }
+
+    /// Whether a team event may be accepted now without pushing the retries
+    /// this process has already promised off their schedule (see
+    /// [`admission`]). When it may not, the API answers 503 as for a full
+    /// window.
+    pub fn retries_admit_publish(&self) -> bool {
+        self.dispatcher.admission.admits(now_ms())
     }
 
     /// An endpoint was changed or deleted: drop what is queued for it and let

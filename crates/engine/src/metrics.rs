@@ -57,7 +57,7 @@ impl Metrics {
             (
                 "herald_publishes_shed_total",
                 "counter",
-                "Publishes refused with 503 because the engine was full.",
+                "Publishes refused with 503: the engine was full, or its retries needed the capacity.",
                 &self.publishes_shed,
             ),
             (

@@ -161,6 +161,9 @@ pub struct ClaimedDelivery {
     pub secret: Secret,
     /// The number the next attempt will have (1 for a fresh delivery).
     pub attempt: u32,
+    /// When it was due (its `next_attempt_at`, Unix ms); 0 for a fresh
+    /// delivery, which is due the moment it is made.
+    pub due_ms: i64,
 }
 
 impl ClaimedDelivery {
@@ -176,6 +179,7 @@ impl ClaimedDelivery {
             url: endpoint.url.clone(),
             secret: endpoint.secret.clone(),
             attempt: 1,
+            due_ms: 0,
         }
     }
 }

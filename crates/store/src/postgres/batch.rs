@@ -234,6 +234,7 @@ async fn publish_rows(pool: &Pool, batch: &[PublishJob]) -> StoreResult<Vec<Opti
                 url: row.get(5),
                 secret: secret_from(row.get(6))?,
                 attempt: 1,
+                due_ms: 0,
             }),
         }
     }

@@ -1321,8 +1321,8 @@ fn bot_from_row(r: &Row) -> Bot {
     }
 }
 
-const CLAIM_COLUMNS: &str =
-    "d.seq, d.team_id, d.event_id, v.event_type, COALESCE(d.body, v.body), d.endpoint_id, e.url, e.secret, d.attempts";
+const CLAIM_COLUMNS: &str = "d.seq, d.team_id, d.event_id, v.event_type, COALESCE(d.body, v.body), d.endpoint_id, e.url, e.secret, d.attempts, \
+     d.next_attempt_at";
 
 fn claimed_from_row(r: &Row) -> StoreResult<ClaimedDelivery> {
     Ok(ClaimedDelivery {
@@ -1335,6 +1335,7 @@ fn claimed_from_row(r: &Row) -> StoreResult<ClaimedDelivery> {
         url: r.get(6),
         secret: secret_from(r.get(7))?,
         attempt: r.get::<_, i32>(8) as u32 + 1,
+        due_ms: r.get(9),
     })
 }
 

@@ -922,7 +922,8 @@ fn bot_endpoints(c: &Connection, bot: &str) -> StoreResult<Vec<Endpoint>> {
 /// What a claim reads of each delivery, in [`claimed_from_row`] order.
 macro_rules! claim_columns {
     () => {
-        "d.seq, d.team_id, d.event_id, v.event_type, COALESCE(d.body, v.body), d.endpoint_id, e.url, e.secret, d.attempts"
+        "d.seq, d.team_id, d.event_id, v.event_type, COALESCE(d.body, v.body), d.endpoint_id, e.url, e.secret, d.attempts, \
+         d.next_attempt_at"
     };
 }
 
@@ -971,6 +972,7 @@ fn claimed_from_row(r: &Row<'_>) -> rusqlite::Result<ClaimedDelivery> {
         url: r.get(6)?,
         secret: secret_from(r.get_ref(7)?.as_str()?)?,
         attempt: r.get::<_, u32>(8)? + 1,
+        due_ms: r.get(9)?,
     })
 }
 
@@ -1197,6 +1199,7 @@ fn publish_in(c: &Connection, event: NewEvent, lease: &Lease) -> StoreResult<Pub
             url,
             secret: secret_from(&secret).map_err(internal)?,
             attempt: 1,
+            due_ms: 0,
         });
     }
     Ok(PublishOutcome::Created {
