@@ -59,6 +59,8 @@ pub struct Admission {
     /// Cumulative delays of the standard schedule, in slots: where the
     /// first, second… retry of a delivery made now will land.
     retry_offsets: Vec<usize>,
+    /// Set: the capacity is this and is not learnt.
+    pinned: bool,
     inner: Mutex<Calendar>,
 }
 
@@ -86,8 +88,9 @@ struct Calendar {
 }
 
 impl Admission {
-    /// `retry_delays_ms`: the standard schedule's delays, in order.
-    pub fn new(retry_delays_ms: &[i64], now_ms: i64) -> Self {
+    /// `retry_delays_ms`: the standard schedule's delays, in order;
+    /// `capacity_per_s`: a fixed capacity, or `None` to learn it.
+    pub fn new(retry_delays_ms: &[i64], capacity_per_s: Option<f64>, now_ms: i64) -> Self {
         let mut total = 0;
         let retry_offsets = retry_delays_ms
             .iter()
@@ -99,13 +102,14 @@ impl Admission {
             .collect();
         Self {
             retry_offsets,
+            pinned: capacity_per_s.is_some(),
             inner: Mutex::new(Calendar {
                 now_slot: now_ms.div_euclid(SLOT_MS),
                 expected: vec![0.0; SLOTS],
                 fresh_now: 0.0,
                 finished_now: 0,
                 finished: VecDeque::with_capacity(RATE_WINDOW),
-                capacity_per_s: MIN_CAPACITY_PER_S,
+                capacity_per_s: capacity_per_s.unwrap_or(MIN_CAPACITY_PER_S),
                 late_now: false,
                 refused_now: false,
                 since_late: RATE_WINDOW,
@@ -116,7 +120,11 @@ impl Admission {
 
     fn lock(&self, now_ms: i64) -> std::sync::MutexGuard<'_, Calendar> {
         let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let capacity = c.capacity_per_s;
         c.advance(now_ms.div_euclid(SLOT_MS));
+        if self.pinned {
+            c.capacity_per_s = capacity;
+        }
         c
     }
 
@@ -227,7 +235,7 @@ mod tests {
     /// Two seconds of 1,000 failed attempts per second: the failure share is
     /// then near 1 and the capacity stays 1,000/s (100 per slot).
     fn failing_for_2s() -> Admission {
-        let a = Admission::new(&STANDARD_MS, 0);
+        let a = Admission::new(&STANDARD_MS, None, 0);
         for slot in 0..20 {
             for _ in 0..100 {
                 a.finished(slot * SLOT_MS, true);
@@ -248,7 +256,7 @@ mod tests {
 
     #[test]
     fn healthy_traffic_is_never_held_back() {
-        let a = Admission::new(&STANDARD_MS, 0);
+        let a = Admission::new(&STANDARD_MS, None, 0);
         for slot in 0..1000 {
             let now = slot * SLOT_MS;
             assert!(a.admits(now));
@@ -261,7 +269,7 @@ mod tests {
 
     #[test]
     fn capacity_is_the_best_second_seen() {
-        let a = Admission::new(&STANDARD_MS, 0);
+        let a = Admission::new(&STANDARD_MS, None, 0);
         assert_eq!(a.capacity_per_s(0), MIN_CAPACITY_PER_S);
         for slot in 0..20 {
             for _ in 0..300 {
@@ -310,7 +318,7 @@ mod tests {
 
     #[test]
     fn a_late_retry_brings_capacity_below_the_rate_achieved() {
-        let a = Admission::new(&STANDARD_MS, 0);
+        let a = Admission::new(&STANDARD_MS, None, 0);
         for slot in 0..20 {
             for _ in 0..300 {
                 a.finished(slot * SLOT_MS, false);
@@ -343,6 +351,17 @@ mod tests {
     }
 
     #[test]
+    fn a_pinned_capacity_is_not_learnt() {
+        let a = Admission::new(&STANDARD_MS, Some(50.0), 0);
+        for slot in 0..20 {
+            for _ in 0..300 {
+                a.finished(slot * SLOT_MS, false);
+            }
+        }
+        assert_eq!(a.capacity_per_s(20 * SLOT_MS), 50.0);
+    }
+
+    #[test]
     fn the_calendar_forgets_slots_it_passed() {
         let a = failing_for_2s();
         admit_all(&a, T0);
@@ -354,7 +373,7 @@ mod tests {
 
     #[test]
     fn a_mostly_healthy_mix_is_not_held_back() {
-        let a = Admission::new(&STANDARD_MS, 0);
+        let a = Admission::new(&STANDARD_MS, None, 0);
         for slot in 0..40 {
             for i in 0..100 {
                 a.finished(slot * SLOT_MS, i % 3 == 0);

@@ -121,7 +121,7 @@ impl Dispatcher {
         };
         Self {
             state: Mutex::default(),
-            admission: Admission::new(&delays_ms, now_ms()),
+            admission: Admission::new(&delays_ms, config.retry_capacity_per_s, now_ms()),
             store,
             config,
             sender,

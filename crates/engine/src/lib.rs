@@ -72,6 +72,9 @@ pub struct EngineConfig {
     pub shutdown_grace: Duration,
     pub target_policy: TargetPolicy,
     pub user_agent: String,
+    /// A fixed attempt capacity for publish admission; `None` learns it
+    /// (see [`admission`]).
+    pub retry_capacity_per_s: Option<f64>,
 }
 
 impl EngineConfig {
@@ -91,6 +94,7 @@ impl EngineConfig {
             shutdown_grace: Duration::from_secs(10),
             target_policy,
             user_agent: format!("Herald/{}", env!("CARGO_PKG_VERSION")),
+            retry_capacity_per_s: None,
         }
     }
 }

@@ -50,6 +50,9 @@ pub struct Config {
     pub dashboard_link_ttl: Duration,
     /// How long a dashboard session lasts.
     pub dashboard_session_ttl: Duration,
+    /// Pins the attempt capacity publish admission assumes, instead of
+    /// learning it as the server runs; tests use it.
+    pub retry_capacity_per_s: Option<f64>,
 }
 
 impl Config {
@@ -70,6 +73,7 @@ impl Config {
             public_url: None,
             dashboard_link_ttl: Duration::from_millis(LINK_TTL_MS as u64),
             dashboard_session_ttl: Duration::from_millis(SESSION_TTL_MS as u64),
+            retry_capacity_per_s: None,
         }
     }
 
@@ -94,6 +98,7 @@ impl Config {
         engine.standard_retry = self.standard_retry.clone();
         engine.realtime_retry = self.realtime_retry.clone();
         engine.shutdown_grace = self.shutdown_grace;
+        engine.retry_capacity_per_s = self.retry_capacity_per_s;
         engine
     }
 }

@@ -1,11 +1,12 @@
 //! The standard retry policy: which outcomes retry, the schedule (fast and,
 //! once, the real 2/4/8/16 s), the log of each attempt, and deactivation.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use herald_domain::retry::RetryPolicy;
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -168,4 +169,81 @@ async fn deactivating_stops_delivery_at_once_and_reactivating_resumes_pending_re
     assert_eq!(resumed.header("webhook-id"), first_event["id"].as_str().unwrap());
     receiver.assert_quiet(Duration::from_millis(1_000)).await;
 }
+}
+
+/// Publishes `n` events one after another; returns the ids accepted and the
+/// refusals (status, `Retry-After`, error code).
+async fn publish_many(app: &TestApp, team: &TestTeam, n: usize) -> (HashSet<String>, Vec<(u16, String, String)>) {
+    let mut accepted = HashSet::new();
+    let mut refused = Vec::new();
+    for i in 0..n {
+        let response = app
+            .client
+            .post(app.url("/api/v1/events"))
+            .header("authorization", format!("Bearer {ADMIN_KEY}"))
+            .json(&meeting_event(team, &format!("m{i}")))
+            .send()
+            .await
+            .expect("publish");
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body: Value = response.json().await.expect("json answer");
+        if status == 202 {
+            accepted.insert(body["id"].as_str().expect("id").to_owned());
+        } else {
+            let code = body["error"]["code"].as_str().unwrap_or("").to_owned();
+            refused.push((status, retry_after, code));
+        }
+    }
+    (accepted, refused)
+}
+
+on_every_store! {
+async fn while_most_attempts_fail_publishes_past_the_retry_capacity_answer_503_and_store_nothing() {
+    // A capacity of 20 attempts/s: each 100 ms slot holds two retries.
+    let app = spawn_app_with(|c| {
+        c.standard_retry = RetryPolicy::Standard {
+            delays: vec![Duration::from_secs(1); 2],
+        };
+        c.retry_capacity_per_s = Some(20.0);
+    })
+    .await;
+    let receiver = TestReceiver::start().await;
+    receiver.answer_always(Answer::Status(503));
+    let team = app.create_team().await;
+    app.create_webhook(&team, &receiver.url("/down")).await;
+
+    // The first few hundred attempts make the failure share; from then on
+    // each delivery would add a retry 1 s ahead, and far more than two
+    // publishes come per 100 ms.
+    let (accepted, refused) = publish_many(&app, &team, 500).await;
+    assert!(!refused.is_empty(), "no publish was held back");
+    assert!(accepted.len() >= 150, "only {} accepted", accepted.len());
+    for (status, retry_after, code) in &refused {
+        assert_eq!((*status, retry_after.as_str(), code.as_str()), (503, "1", "overloaded"));
+    }
+
+    // Every accepted event is attempted and nothing refused ever is.
+    let mut seen = HashSet::new();
+    while let Some(got) = receiver.next(Duration::from_millis(2_500)).await {
+        seen.insert(got.header("webhook-id").to_owned());
+    }
+    assert_eq!(seen, accepted);
+}
+}
+
+#[tokio::test]
+async fn healthy_traffic_is_not_held_back_by_the_retry_capacity() {
+    let app = spawn_app_with(|c| c.retry_capacity_per_s = Some(20.0)).await;
+    let receiver = TestReceiver::start().await;
+    let team = app.create_team().await;
+    app.create_webhook(&team, &receiver.url("/up")).await;
+    let (accepted, refused) = publish_many(&app, &team, 500).await;
+    assert!(refused.is_empty(), "{} refused: {:?}", refused.len(), refused.first());
+    assert_eq!(accepted.len(), 500);
 }
