@@ -40,7 +40,7 @@ const RATE_WINDOW: usize = (1000 / SLOT_MS) as usize;
 /// under a first burst of failures is not throttled below this.
 pub const MIN_CAPACITY_PER_S: f64 = 1000.0;
 /// A retry that starts later than this after its due time marks its slot late.
-const LATE_MS: i64 = 50;
+const LATE_MS: i64 = 25;
 /// Lateness readings past this are not congestion but work taken over after
 /// a lease ran out or a restart, and are ignored.
 const TAKEOVER_MS: i64 = 5000;
