@@ -10,7 +10,7 @@
 //! percentile retry fired 1.4 s late (`herald-bench backlog`).
 //!
 //! [`Admission`] keeps a calendar of the retries expected from the fresh
-//! deliveries this process accepted: per 100 ms slot over the next 40 s, each
+//! deliveries this process accepted: per 100 ms slot over the next 51 s, each
 //! fresh delivery adds `f^k` at its k-th retry time, where `f` is the recent
 //! share of failed attempts. While `f` is at least one half, a publish is
 //! admitted only if the slot of now (retries due plus fresh work) and the
@@ -59,8 +59,6 @@ pub struct Admission {
     /// Cumulative delays of the standard schedule, in slots: where the
     /// first, second… retry of a delivery made now will land.
     retry_offsets: Vec<usize>,
-    /// Set: the capacity is this and is not learnt.
-    pinned: bool,
     inner: Mutex<Calendar>,
 }
 
@@ -76,6 +74,8 @@ struct Calendar {
     finished: VecDeque<u32>,
     /// The attempts per second this process can take: see the module notes.
     capacity_per_s: f64,
+    /// Set when the capacity was given and is not learnt.
+    pinned: bool,
     /// The current slot: whether a retry started late in it, and whether a
     /// publish was refused in it.
     late_now: bool,
@@ -102,7 +102,6 @@ impl Admission {
             .collect();
         Self {
             retry_offsets,
-            pinned: capacity_per_s.is_some(),
             inner: Mutex::new(Calendar {
                 now_slot: now_ms.div_euclid(SLOT_MS),
                 expected: vec![0.0; SLOTS],
@@ -110,6 +109,7 @@ impl Admission {
                 finished_now: 0,
                 finished: VecDeque::with_capacity(RATE_WINDOW),
                 capacity_per_s: capacity_per_s.unwrap_or(MIN_CAPACITY_PER_S),
+                pinned: capacity_per_s.is_some(),
                 late_now: false,
                 refused_now: false,
                 since_late: RATE_WINDOW,
@@ -120,11 +120,7 @@ impl Admission {
 
     fn lock(&self, now_ms: i64) -> std::sync::MutexGuard<'_, Calendar> {
         let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let capacity = c.capacity_per_s;
         c.advance(now_ms.div_euclid(SLOT_MS));
-        if self.pinned {
-            c.capacity_per_s = capacity;
-        }
         c
     }
 
@@ -210,6 +206,9 @@ impl Calendar {
             let late = std::mem::take(&mut self.late_now);
             let refused = std::mem::take(&mut self.refused_now);
             self.since_late = if late { 0 } else { self.since_late + 1 };
+            if self.pinned {
+                continue;
+            }
             if late {
                 self.capacity_per_s = (self.capacity_per_s.min(per_s) * BACKOFF).max(MIN_CAPACITY_PER_S);
             } else if self.since_late >= RATE_WINDOW {
