@@ -471,6 +471,7 @@ async fn run_team_on(name: &str, p: &Params, shape: TeamShape, database_url: Opt
             continue;
         };
         events += 1;
+        by_second.published(sent.saturating_duration_since(load.started).as_secs_f64());
         let meeting = format!("mtg_{i}");
         for &n in &healthy[i % healthy.len()] {
             let Some(record) = arrivals.remove(&(n, id.clone())) else {
@@ -481,7 +482,6 @@ async fn run_team_on(name: &str, p: &Params, shape: TeamShape, database_url: Opt
                 wrong += 1;
             }
             max_attempts = max_attempts.max(record.arrivals.len());
-            by_second.published(sent.saturating_duration_since(load.started).as_secs_f64());
             for (at, _) in &record.arrivals {
                 by_second.arrived((*at - load.started).as_secs_f64());
             }
