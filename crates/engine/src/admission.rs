@@ -235,21 +235,32 @@ mod tests {
     /// then near 1 and the capacity stays 1,000/s (100 per slot).
     fn failing_for_2s() -> Admission {
         let a = Admission::new(&STANDARD_MS, None, 0);
-        for slot in 0..20 {
-            for _ in 0..100 {
-                a.finished(slot * SLOT_MS, true);
-            }
-        }
+        finish(&a, 0..20, 100, true);
         a
     }
 
-    fn admit_all(a: &Admission, now: i64) -> usize {
+    /// `per_slot` attempts finish in each of `slots`.
+    fn finish(a: &Admission, slots: std::ops::Range<i64>, per_slot: usize, failed: bool) {
+        for slot in slots {
+            for _ in 0..per_slot {
+                a.finished(slot * SLOT_MS, failed);
+            }
+        }
+    }
+
+    /// Admits single deliveries at `now` until refused or `cap` are in.
+    fn admit_up_to(a: &Admission, now: i64, cap: usize) -> usize {
         let mut admitted = 0;
-        while a.admits(now) {
+        while admitted < cap && a.admits(now) {
             a.accepted(now, 1);
             admitted += 1;
-            assert!(admitted < 10_000, "never refused");
         }
+        admitted
+    }
+
+    fn admit_all(a: &Admission, now: i64) -> usize {
+        let admitted = admit_up_to(a, now, 10_000);
+        assert!(admitted < 10_000, "never refused");
         admitted
     }
 
@@ -270,11 +281,7 @@ mod tests {
     fn capacity_is_the_best_second_seen() {
         let a = Admission::new(&STANDARD_MS, None, 0);
         assert_eq!(a.capacity_per_s(0), MIN_CAPACITY_PER_S);
-        for slot in 0..20 {
-            for _ in 0..300 {
-                a.finished(slot * SLOT_MS, false);
-            }
-        }
+        finish(&a, 0..20, 300, false);
         assert_eq!(a.capacity_per_s(20 * SLOT_MS), 3000.0);
         // A quiet second later does not lower it.
         assert_eq!(a.capacity_per_s(60 * SLOT_MS), 3000.0);
@@ -318,11 +325,7 @@ mod tests {
     #[test]
     fn a_late_retry_brings_capacity_below_the_rate_achieved() {
         let a = Admission::new(&STANDARD_MS, None, 0);
-        for slot in 0..20 {
-            for _ in 0..300 {
-                a.finished(slot * SLOT_MS, false);
-            }
-        }
+        finish(&a, 0..20, 300, false);
         assert_eq!(a.capacity_per_s(20 * SLOT_MS), 3000.0);
         a.retry_started(20 * SLOT_MS, 20 * SLOT_MS - 400);
         let after = a.capacity_per_s(21 * SLOT_MS);
@@ -332,11 +335,7 @@ mod tests {
         // and the capacity stays down until a whole second kept its times.
         a.retry_started(21 * SLOT_MS, 21 * SLOT_MS - 6000);
         assert_eq!(a.capacity_per_s(22 * SLOT_MS), after);
-        for slot in 22..40 {
-            for _ in 0..300 {
-                a.finished(slot * SLOT_MS, false);
-            }
-        }
+        finish(&a, 22..40, 300, false);
         assert_eq!(a.capacity_per_s(40 * SLOT_MS), 3000.0);
     }
 
@@ -352,11 +351,7 @@ mod tests {
     #[test]
     fn a_pinned_capacity_is_not_learnt() {
         let a = Admission::new(&STANDARD_MS, Some(50.0), 0);
-        for slot in 0..20 {
-            for _ in 0..300 {
-                a.finished(slot * SLOT_MS, false);
-            }
-        }
+        finish(&a, 0..20, 300, false);
         assert_eq!(a.capacity_per_s(20 * SLOT_MS), 50.0);
     }
 
@@ -378,15 +373,6 @@ mod tests {
                 a.finished(slot * SLOT_MS, i % 3 == 0);
             }
         }
-        assert_eq!(admit_all_capped(&a, 4000, 5000), 5000);
-    }
-
-    fn admit_all_capped(a: &Admission, now: i64, cap: usize) -> usize {
-        let mut admitted = 0;
-        while admitted < cap && a.admits(now) {
-            a.accepted(now, 1);
-            admitted += 1;
-        }
-        admitted
+        assert_eq!(admit_up_to(&a, 4000, 5000), 5000);
     }
 }

@@ -331,13 +331,13 @@ impl Dispatcher {
     /// One attempt, start to finish: send, decide, record, and move the queue on.
     async fn run_attempt(self: Arc<Self>, job: ClaimedDelivery) {
         self.metrics.in_flight.fetch_add(1, Relaxed);
+        let ordered = job.endpoint_id.kind() == EndpointKind::Realtime;
         let started_ms = now_ms();
-        if job.attempt > 1 && job.due_ms > 0 && job.endpoint_id.kind() == EndpointKind::Webhook {
+        if !ordered && job.attempt > 1 && job.due_ms > 0 {
             self.admission.retry_started(started_ms, job.due_ms);
         }
         let sent = self.sender.attempt(&job, started_ms).await;
         self.metrics.in_flight.fetch_sub(1, Relaxed);
-        let ordered = job.endpoint_id.kind() == EndpointKind::Realtime;
         if !ordered {
             // Unordered: the slot is free as soon as the answer is in.
             self.finish_slot(&job.endpoint_id, None);
