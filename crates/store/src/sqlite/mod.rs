@@ -434,7 +434,7 @@ impl Store for SqliteStore {
 
     async fn publish(&self, event: NewEvent, lease: &Lease) -> StoreResult<PublishOutcome> {
         let lease = lease.clone();
-        self.conns.write(move |c| publish_in(c, event, &lease)).await
+        self.conns.write_shared(move |c| publish_in(c, event, &lease)).await
     }
 
     async fn publish_bot_events(
@@ -445,7 +445,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<BotPublishOutcome> {
         let (bot, lease) = (bot.as_str().to_owned(), lease.cloned());
         self.conns
-            .write(move |c| publish_bot_in(c, &bot, events, lease.as_ref()))
+            .write_shared(move |c| publish_bot_in(c, &bot, events, lease.as_ref()))
             .await
     }
 
@@ -699,7 +699,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<()> {
-        self.conns.write(move |c| record_in(c, &record)).await
+        self.conns.write_shared(move |c| record_in(c, &record)).await
     }
 
     async fn fail_endpoint(&self, last: AttemptRecord, drop_reason: &str) -> StoreResult<usize> {
