@@ -138,8 +138,13 @@ impl Engine {
     ) -> Result<Self, StartError> {
         // Whatever this node held when it last stopped is free again.
         store.release_node(&config.node).await.map_err(StartError::Store)?;
-        let sender = sender::Sender::new(config.attempt_timeout, config.target_policy, config.user_agent.clone())
-            .map_err(StartError::Client)?;
+        let sender = sender::Sender::new(
+            config.attempt_timeout,
+            config.target_policy,
+            config.user_agent.clone(),
+            config.max_in_flight,
+        )
+        .map_err(StartError::Client)?;
         let config = Arc::new(config);
         let wakeup = Arc::new(schedule::Wakeup::default());
         let dispatcher = Arc::new(dispatch::Dispatcher::new(
