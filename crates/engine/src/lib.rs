@@ -112,7 +112,7 @@ pub struct Engine {
 /// Why the engine could not start.
 #[derive(Debug)]
 pub enum StartError {
-    Client(reqwest::Error),
+    Client(rustls::Error),
     Store(StoreError),
 }
 

@@ -1,17 +1,26 @@
 //! Makes one attempt: signs the stored bytes, checks the target, sends with a
 //! timeout, and turns whatever happened into an [`AttemptOutcome`].
 //!
-//! One pooled keep-alive [`reqwest::Client`] serves every endpoint. It follows
-//! no redirects (each hop would be an unchecked URL) and ignores proxy
-//! variables (a proxy would resolve the target itself). When the target rules
-//! are on, the client resolves names through [`GuardedResolver`], which hands
-//! it only public addresses, so the address actually connected to is always
-//! one that passed the check; hosts written as IP literals never reach a
-//! resolver and are checked here, once per URL, before it is sent to.
+//! One pooled keep-alive HTTP/1.1 client (hyper-util's, over rustls with the
+//! platform's trust store) serves every endpoint. It is used bare, without
+//! reqwest's layers: those parsed every request's URL twice (its redirect
+//! policy and its response) and cloned its headers; without them the server
+//! spends 20 % less CPU in `herald-bench fanout` (7.5-8.0 s -> 6.2-6.3 s for
+//! 200,000 deliveries). It follows no redirects (each hop would be an
+//! unchecked URL) and knows no proxies (a proxy would resolve the target
+//! itself). When the target rules are on, the client resolves names through
+//! [`Resolver`] in its guarded form, which hands it only public addresses, so
+//! the address actually connected to is always one that passed the check;
+//! hosts written as IP literals never reach a resolver and are checked here,
+//! once per URL, before it is sent to.
 
 use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,14 +28,21 @@ use herald_domain::attempt::{AttemptOutcome, MAX_RESPONSE_BODY};
 use herald_domain::signing::Signer;
 use herald_domain::target::{TargetPolicy, is_public_ip, literal_ip};
 use herald_store::{ClaimedDelivery, ResponseRecord};
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use http_body_util::{BodyExt, Full};
+use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use hyper::{Method, Request, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 /// The Standard Webhooks headers, named once rather than parsed per attempt.
 const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
 const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
 const JSON: &str = "application/json";
+
+type Client = hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector<Resolver>>, Full<Bytes>>;
+type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// The result of one attempt, ready to be recorded.
 #[derive(Debug)]
@@ -39,13 +55,13 @@ pub struct SentAttempt {
 }
 
 pub struct Sender {
-    client: reqwest::Client,
+    client: Client,
     timeout: Duration,
     policy: TargetPolicy,
     user_agent: HeaderValue,
     /// Target URLs already parsed and checked (see [`Sender::target`]).
     /// Emptied when it grows past [`PARSED_URLS`].
-    parsed: Mutex<HashMap<String, reqwest::Url>>,
+    parsed: Mutex<HashMap<String, Uri>>,
 }
 
 /// How many parsed target URLs the sender keeps.
@@ -63,19 +79,35 @@ impl std::fmt::Display for BlockedTarget {
 
 impl std::error::Error for BlockedTarget {}
 
-/// Resolves with the system resolver and keeps only public addresses.
-struct GuardedResolver;
+/// Resolves names with the system resolver; `guarded`, it keeps only public
+/// addresses and refuses a name that has none.
+#[derive(Debug, Clone, Copy)]
+struct Resolver {
+    guarded: bool,
+}
 
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
+impl tower_service::Service<Name> for Resolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let guarded = self.guarded;
         Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let host = name.as_str();
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
+            if !guarded {
+                return Ok(found.into_iter());
+            }
             let public: Vec<SocketAddr> = found.into_iter().filter(|a| is_public_ip(a.ip())).collect();
             if public.is_empty() {
-                return Err(Box::new(BlockedTarget(host)) as Box<dyn std::error::Error + Send + Sync>);
+                return Err(Box::new(BlockedTarget(host.to_owned())) as BoxError);
             }
-            Ok(Box::new(public.into_iter()) as Addrs)
+            Ok(public.into_iter())
         })
     }
 }
@@ -92,23 +124,34 @@ impl Sender {
         policy: TargetPolicy,
         user_agent: String,
         max_in_flight: usize,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, rustls::Error> {
         // The user agent is Herald's own name and version: visible ASCII.
         let user_agent = HeaderValue::try_from(user_agent).unwrap_or(HeaderValue::from_static("herald"));
-        let mut builder = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
+        let guarded = policy == TargetPolicy::PublicHttpsOnly;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = rustls_platform_verifier::Verifier::new(Arc::clone(&provider))?;
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        let mut http = HttpConnector::new_with_resolver(Resolver { guarded });
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
+        let https = if guarded {
+            https.https_only()
+        } else {
+            https.https_or_http()
+        };
+        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(max_in_flight)
-            .tcp_nodelay(true)
-            .connect_timeout(timeout);
-        if policy == TargetPolicy::PublicHttpsOnly {
-            builder = builder
-                .dns_resolver(std::sync::Arc::new(GuardedResolver))
-                .https_only(true);
-        }
+            .build(https.enable_http1().wrap_connector(http));
         Ok(Self {
-            client: builder.build()?,
+            client,
             timeout,
             policy,
             user_agent,
@@ -153,7 +196,7 @@ impl Sender {
     /// per endpoint URL: every attempt to an endpoint names the same one, and
     /// parsing it (IDNA and all) was a visible share of an attempt's cost.
     /// Refusals are not kept, so a refused URL is checked each time.
-    fn target(&self, url: &str) -> Result<reqwest::Url, AttemptOutcome> {
+    fn target(&self, url: &str) -> Result<Uri, AttemptOutcome> {
         let mut parsed = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(known) = parsed.get(url) {
             return Ok(known.clone());
@@ -183,43 +226,49 @@ impl Sender {
     }
 
     /// Hosts written as IP literals never reach the guarded resolver, so
-    /// they are checked here.
-    fn check_target(&self, url: &str) -> Result<reqwest::Url, AttemptOutcome> {
-        if self.policy == TargetPolicy::AllowInsecure {
-            return reqwest::Url::parse(url).map_err(|e| AttemptOutcome::Other(format!("invalid URL: {e}")));
-        }
-        let parsed = herald_domain::target::check_url(url, self.policy)
-            .map_err(|e| AttemptOutcome::RefusedTarget(format!("the URL {e}")))?;
-        match literal_ip(&parsed).filter(|ip| !is_public_ip(*ip)) {
-            Some(ip) => Err(AttemptOutcome::RefusedTarget(format!("{ip} is an internal address"))),
-            None => Ok(parsed),
-        }
+    /// they are checked here. The URL is sent as `url` writes it (hosts in
+    /// punycode, paths percent-encoded).
+    fn check_target(&self, url: &str) -> Result<Uri, AttemptOutcome> {
+        let parsed = if self.policy == TargetPolicy::AllowInsecure {
+            url::Url::parse(url).map_err(|e| AttemptOutcome::Other(format!("invalid URL: {e}")))?
+        } else {
+            let parsed = herald_domain::target::check_url(url, self.policy)
+                .map_err(|e| AttemptOutcome::RefusedTarget(format!("the URL {e}")))?;
+            if let Some(ip) = literal_ip(&parsed).filter(|ip| !is_public_ip(*ip)) {
+                return Err(AttemptOutcome::RefusedTarget(format!("{ip} is an internal address")));
+            }
+            parsed
+        };
+        Uri::try_from(parsed.as_str()).map_err(|e| AttemptOutcome::Other(format!("invalid URL: {e}")))
     }
 
-    async fn send(
-        &self,
-        target: reqwest::Url,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Result<ResponseRecord, AttemptOutcome> {
-        let request = self.client.post(target).headers(headers).body(body);
+    async fn send(&self, target: Uri, headers: HeaderMap, body: Bytes) -> Result<ResponseRecord, AttemptOutcome> {
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = target;
+        *request.headers_mut() = headers;
         let exchange = async {
-            let mut response = request.send().await?;
+            let response = self.client.request(request).await?;
             let status = response.status().as_u16();
             let headers = header_pairs(response.headers());
+            let mut incoming = response.into_body();
             let mut body = Vec::new();
             while body.len() < MAX_RESPONSE_BODY {
-                match response.chunk().await? {
-                    Some(chunk) => body.extend_from_slice(&chunk),
+                match incoming.frame().await.transpose()? {
+                    Some(frame) => {
+                        if let Some(chunk) = frame.data_ref() {
+                            body.extend_from_slice(chunk);
+                        }
+                    }
                     None => break,
                 }
             }
             body.truncate(MAX_RESPONSE_BODY);
-            Ok::<_, reqwest::Error>(ResponseRecord { status, headers, body })
+            Ok::<_, BoxError>(ResponseRecord { status, headers, body })
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Err(_) => Err(AttemptOutcome::Timeout),
-            Ok(Err(e)) => Err(classify(&e)),
+            Ok(Err(e)) => Err(classify(e.as_ref())),
             Ok(Ok(response)) => Ok(response),
         }
     }
@@ -240,31 +289,229 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 }
 
 /// Sorts a client error into the outcome the retry policy and the log use.
-fn classify(error: &reqwest::Error) -> AttemptOutcome {
+/// The log shows the chain of causes, from the client's own ("client error
+/// (Connect)") down, without the outermost when it has a cause.
+fn classify(error: &(dyn StdError + 'static)) -> AttemptOutcome {
     let mut chain = Vec::new();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut timed_out = false;
+    let mut tls = false;
+    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
     while let Some(e) = source {
         if let Some(blocked) = e.downcast_ref::<BlockedTarget>() {
             return AttemptOutcome::RefusedTarget(blocked.to_string());
         }
+        // rustls reports through `io::Error`s (nested), whose `source`
+        // skips the error they wrap.
+        let mut wrapped = Some(e);
+        while let Some(io) = wrapped.and_then(|w| w.downcast_ref::<std::io::Error>()) {
+            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+            let inner = io.get_ref().map(|inner| inner as &(dyn StdError + 'static));
+            tls |= inner.is_some_and(|inner| inner.is::<rustls::Error>());
+            wrapped = inner;
+        }
         chain.push(e.to_string());
         source = e.source();
+    }
+    if chain.len() > 1 && error.is::<hyper_util::client::legacy::Error>() {
+        chain.remove(0);
     }
     chain.dedup();
     let text = chain.join(": ");
     let lower = text.to_ascii_lowercase();
-    if error.is_timeout() {
+    if timed_out {
         AttemptOutcome::Timeout
     } else if lower.contains("dns error")
         || lower.contains("failed to lookup address")
         || lower.contains("name or service not known")
     {
         AttemptOutcome::Dns(text)
-    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+    } else if tls || lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
         AttemptOutcome::Tls(text)
-    } else if error.is_connect() || error.is_request() || error.is_body() {
-        AttemptOutcome::Connect(text)
     } else {
-        AttemptOutcome::Other(text)
+        AttemptOutcome::Connect(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_domain::event::EventType;
+    use herald_domain::ids::{DeliveryId, EndpointId, EndpointKind, EventId, TeamId};
+    use herald_domain::signing::Secret;
+    use std::str::FromStr;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tower_service::Service;
+
+    fn sender(policy: TargetPolicy) -> Sender {
+        Sender::new(Duration::from_secs(5), policy, "Herald/test".into(), 4).expect("client")
+    }
+
+    fn job(url: String, secret: Secret, body: &'static [u8]) -> ClaimedDelivery {
+        ClaimedDelivery {
+            id: DeliveryId(1),
+            team_id: TeamId::generate(0),
+            event_id: EventId::generate(0),
+            event_type: EventType::MeetingCompleted,
+            body: Bytes::from_static(body),
+            endpoint_id: EndpointId::generate(EndpointKind::Webhook, 0),
+            url,
+            secret,
+            attempt: 1,
+            due_ms: 0,
+        }
+    }
+
+    /// Accepts one connection, reads one request with a `content-length`
+    /// body and answers `response`; returns the request's bytes.
+    async fn serve_once(listener: TcpListener, response: Vec<u8>) -> Vec<u8> {
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = socket.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the client closed before a whole request");
+            request.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length: usize = text[..end]
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map(|v| v.trim().parse().expect("length"))
+                    .unwrap_or(0);
+                if request.len() >= end + 4 + length {
+                    break;
+                }
+            }
+        }
+        socket.write_all(&response).await.expect("write");
+        request
+    }
+
+    #[tokio::test]
+    async fn an_attempt_posts_the_signed_body_and_records_the_answer_cut_to_the_limit() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let long = vec![b'x'; MAX_RESPONSE_BODY + 100];
+        let mut response = format!(
+            "HTTP/1.1 201 Created\r\nx-reply: yes\r\ncontent-length: {}\r\n\r\n",
+            long.len()
+        )
+        .into_bytes();
+        response.extend_from_slice(&long);
+        let server = tokio::spawn(serve_once(listener, response));
+        let secret = Secret::generate();
+        let job = job(
+            format!("http://127.0.0.1:{port}/hook?a=1"),
+            secret.clone(),
+            br#"{"ok":true}"#,
+        );
+
+        let sent = sender(TargetPolicy::AllowInsecure)
+            .attempt(&job, 1_700_000_000_123)
+            .await;
+
+        assert_eq!(sent.outcome, AttemptOutcome::Success(201));
+        let response = sent.response.expect("a response");
+        assert_eq!(response.body.len(), MAX_RESPONSE_BODY);
+        assert!(response.headers.contains(&("x-reply".into(), "yes".into())));
+        let request = String::from_utf8(server.await.expect("server")).expect("text");
+        assert!(request.starts_with("POST /hook?a=1 HTTP/1.1\r\n"), "{request}");
+        let lower = request.to_ascii_lowercase();
+        let signature = Signer::new(&secret).sign(job.event_id.as_str(), 1_700_000_000, &job.body);
+        for header in [
+            format!("host: 127.0.0.1:{port}"),
+            "content-type: application/json".into(),
+            "user-agent: herald/test".into(),
+            format!("webhook-id: {}", job.event_id.as_str()).to_ascii_lowercase(),
+            "webhook-timestamp: 1700000000".into(),
+            format!("webhook-signature: {signature}").to_ascii_lowercase(),
+            "content-length: 11".into(),
+        ] {
+            assert!(
+                lower.contains(&format!("\r\n{header}\r\n")),
+                "no `{header}` in {request}"
+            );
+        }
+        assert!(request.ends_with("\r\n\r\n{\"ok\":true}"), "{request}");
+        assert_eq!(sent.request_headers.len(), 5, "{:?}", sent.request_headers);
+    }
+
+    #[tokio::test]
+    async fn the_guarded_resolver_refuses_names_with_only_internal_addresses() {
+        let refused = Resolver { guarded: true }
+            .call(Name::from_str("localhost").expect("name"))
+            .await
+            .expect_err("localhost is internal");
+        assert!(refused.is::<BlockedTarget>(), "{refused}");
+        let found: Vec<SocketAddr> = Resolver { guarded: false }
+            .call(Name::from_str("localhost").expect("name"))
+            .await
+            .expect("resolves")
+            .collect();
+        assert!(found.iter().any(|a| a.ip().is_loopback()), "{found:?}");
+    }
+
+    #[tokio::test]
+    async fn with_the_target_rules_on_the_client_connects_only_through_the_guard() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let guarded = sender(TargetPolicy::PublicHttpsOnly);
+        // An IP literal never reaches a resolver: the URL check refuses it.
+        let literal = guarded
+            .attempt(&job(format!("https://127.0.0.1:{port}/"), Secret::generate(), b"{}"), 0)
+            .await;
+        assert!(
+            matches!(literal.outcome, AttemptOutcome::RefusedTarget(ref why) if why.contains("internal address (127.0.0.1)")),
+            "{:?}",
+            literal.outcome
+        );
+        // A name reaches the client's resolver, past the URL rules (which
+        // would refuse `localhost` by name already).
+        let target = Uri::try_from(format!("https://localhost:{port}/")).expect("uri");
+        let by_name = guarded.send(target, HeaderMap::new(), Bytes::new()).await;
+        assert_eq!(
+            by_name.expect_err("refused"),
+            AttemptOutcome::RefusedTarget("localhost resolves only to internal addresses".into())
+        );
+        // And plain http never leaves.
+        let target = Uri::try_from("http://93.184.215.14/").expect("uri");
+        let plain = guarded.send(target, HeaderMap::new(), Bytes::new()).await;
+        assert!(
+            matches!(plain, Err(AttemptOutcome::Connect(ref why)) if why.contains("unsupported scheme http")),
+            "{plain:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_and_a_tls_failure_are_told_apart() {
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr")
+        };
+        let open = sender(TargetPolicy::AllowInsecure);
+        let refused = open
+            .attempt(&job(format!("http://{closed}/"), Secret::generate(), b"{}"), 0)
+            .await;
+        assert!(
+            matches!(refused.outcome, AttemptOutcome::Connect(ref why) if why.starts_with("tcp connect error")),
+            "{:?}",
+            refused.outcome
+        );
+        // A server that answers a TLS hello with plain HTTP.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 1024];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        });
+        let tls = open
+            .attempt(&job(format!("https://127.0.0.1:{port}/"), Secret::generate(), b"{}"), 0)
+            .await;
+        assert!(matches!(tls.outcome, AttemptOutcome::Tls(_)), "{:?}", tls.outcome);
     }
 }
