@@ -55,19 +55,32 @@ impl RetryPolicy {
         }
     }
 
+    /// How long after failed attempt number `attempt` (1-based) the next
+    /// one goes; `None` when it was the last.
+    pub fn delay_after(&self, attempt: u32) -> Option<Duration> {
+        if attempt >= self.max_attempts() {
+            return None;
+        }
+        Some(match self {
+            Self::Standard { delays } => delays[(attempt.max(1) - 1) as usize],
+            Self::Realtime { interval, .. } => *interval,
+        })
+    }
+
+    /// The whole schedule: the delay before each retry, in order.
+    pub fn delays(&self) -> impl Iterator<Item = Duration> + '_ {
+        (1..self.max_attempts()).filter_map(|attempt| self.delay_after(attempt))
+    }
+
     /// Decides after attempt number `attempt` (1-based) ended at `ended_ms`.
     pub fn decide(&self, attempt: u32, outcome: &AttemptOutcome, ended_ms: i64) -> Decision {
         if outcome.is_success() {
             return Decision::Delivered;
         }
-        if attempt >= self.max_attempts() {
-            return Decision::GiveUp;
+        match self.delay_after(attempt) {
+            Some(delay) => Decision::RetryAt(ended_ms + delay.as_millis() as i64),
+            None => Decision::GiveUp,
         }
-        let delay = match self {
-            Self::Standard { delays } => delays[(attempt.max(1) - 1) as usize],
-            Self::Realtime { interval, .. } => *interval,
-        };
-        Decision::RetryAt(ended_ms + delay.as_millis() as i64)
     }
 }
 
@@ -78,6 +91,18 @@ mod tests {
 
     fn failure() -> AttemptOutcome {
         AttemptOutcome::Status(503)
+    }
+
+    #[test]
+    fn the_schedule_lists_each_retry_delay_once_in_order() {
+        let secs = |p: &RetryPolicy| p.delays().map(|d| d.as_secs()).collect::<Vec<_>>();
+        assert_eq!(secs(&RetryPolicy::standard()), [2, 4, 8, 16]);
+        let realtime = RetryPolicy::realtime();
+        assert_eq!(secs(&realtime), [1; 60]);
+        assert_eq!(realtime.delay_after(60), Some(Duration::from_secs(1)));
+        assert_eq!(realtime.delay_after(61), None);
+        assert_eq!(RetryPolicy::standard().delay_after(4), Some(Duration::from_secs(16)));
+        assert_eq!(RetryPolicy::standard().delay_after(5), None);
     }
 
     #[test]

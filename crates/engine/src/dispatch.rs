@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use herald_domain::attempt::AttemptStatus;
 use herald_domain::ids::{AttemptId, DeliveryId, EndpointId, EndpointKind};
-use herald_domain::retry::{Decision, RetryPolicy};
+use herald_domain::retry::Decision;
 use herald_store::{AttemptRecord, ClaimedDelivery, DeliveryNext, Store};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -115,10 +115,7 @@ impl Dispatcher {
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
-        let delays_ms = match &config.standard_retry {
-            RetryPolicy::Standard { delays } => delays.iter().map(|d| d.as_millis() as i64).collect(),
-            RetryPolicy::Realtime { .. } => Vec::new(),
-        };
+        let delays_ms: Vec<i64> = config.standard_retry.delays().map(|d| d.as_millis() as i64).collect();
         Self {
             state: Mutex::default(),
             admission: Admission::new(&delays_ms, config.retry_capacity_per_s, now_ms()),
