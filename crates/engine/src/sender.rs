@@ -514,4 +514,13 @@ mod tests {
             .await;
         assert!(matches!(tls.outcome, AttemptOutcome::Tls(_)), "{:?}", tls.outcome);
     }
+
+    #[test]
+    fn fragments_and_unicode_hosts_become_a_sendable_uri() {
+        let sender = sender(TargetPolicy::PublicHttpsOnly);
+        let uri = sender
+            .check_target("https://bücher.example/a b?x=1#frag")
+            .expect("sendable");
+        assert_eq!(uri.to_string(), "https://xn--bcher-kva.example/a%20b?x=1");
+    }
 }
