@@ -474,8 +474,8 @@ mod tests {
             by_name.expect_err("refused"),
             AttemptOutcome::RefusedTarget("localhost resolves only to internal addresses".into())
         );
-        // And plain http never leaves.
-        let target = Uri::try_from("http://93.184.215.14/").expect("uri");
+        // And plain http is refused before any connection is made.
+        let target = Uri::try_from(format!("http://127.0.0.1:{port}/")).expect("uri");
         let plain = guarded.send(target, HeaderMap::new(), Bytes::new()).await;
         assert!(
             matches!(plain, Err(AttemptOutcome::Connect(ref why)) if why.contains("unsupported scheme http")),
