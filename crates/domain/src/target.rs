@@ -1,10 +1,11 @@
 //! Which URLs and addresses Herald may deliver to.
 //!
 //! Deliveries go only to `https` URLs on public addresses. A URL is checked
-//! when it is saved ([`check_url`]) and the address is checked again on every
-//! attempt, on the address actually connected to ([`is_public_ip`], used by
-//! the engine's resolver and for literal-IP hosts), so DNS cannot smuggle an
-//! internal address in after the fact. A development setting lifts both rules.
+//! when it is saved and again before it is sent to ([`check_url`], which
+//! refuses internal literal-IP hosts), and the address actually connected to
+//! is checked on every attempt ([`is_public_ip`], used by the engine's
+//! resolver), so DNS cannot smuggle an internal address in after the fact. A
+//! development setting lifts both rules.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -73,16 +74,6 @@ pub fn check_url(raw: &str, policy: TargetPolicy) -> Result<url::Url, TargetErro
         }
     }
     Ok(url)
-}
-
-/// The literal IP address a URL names as its host, if it names one: such
-/// hosts never reach a resolver, so they must be checked on their own.
-pub fn literal_ip(url: &url::Url) -> Option<IpAddr> {
-    match url.host()? {
-        url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
-        url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
-        url::Host::Domain(_) => None,
-    }
 }
 
 fn check_ip(ip: IpAddr) -> Result<(), TargetError> {

@@ -11,8 +11,9 @@
 //! itself). When the target rules are on, the client resolves names through
 //! [`Resolver`] in its guarded form, which hands it only public addresses, so
 //! the address actually connected to is always one that passed the check;
-//! hosts written as IP literals never reach a resolver and are checked here,
-//! once per URL, before it is sent to.
+//! hosts written as IP literals never reach a resolver, and the URL rules
+//! (`check_url`, run here once per URL before it is sent to) refuse the
+//! internal ones.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use herald_domain::attempt::{AttemptOutcome, MAX_RESPONSE_BODY};
 use herald_domain::signing::Signer;
-use herald_domain::target::{TargetPolicy, is_public_ip, literal_ip};
+use herald_domain::target::{TargetPolicy, is_public_ip};
 use herald_store::{ClaimedDelivery, ResponseRecord};
 use http_body_util::{BodyExt, Full};
 use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
@@ -225,19 +226,16 @@ impl Sender {
         Ok(headers)
     }
 
-    /// Hosts written as IP literals never reach the guarded resolver, so
-    /// they are checked here. The URL is sent as `url` writes it (hosts in
-    /// punycode, paths percent-encoded).
+    /// The URL rules, again at send time: hosts written as IP literals never
+    /// reach the guarded resolver, and `check_url` refuses the internal ones.
+    /// The URL is sent as `url` writes it (hosts in punycode, paths
+    /// percent-encoded).
     fn check_target(&self, url: &str) -> Result<Uri, AttemptOutcome> {
         let parsed = if self.policy == TargetPolicy::AllowInsecure {
             url::Url::parse(url).map_err(|e| AttemptOutcome::Other(format!("invalid URL: {e}")))?
         } else {
-            let parsed = herald_domain::target::check_url(url, self.policy)
-                .map_err(|e| AttemptOutcome::RefusedTarget(format!("the URL {e}")))?;
-            if let Some(ip) = literal_ip(&parsed).filter(|ip| !is_public_ip(*ip)) {
-                return Err(AttemptOutcome::RefusedTarget(format!("{ip} is an internal address")));
-            }
-            parsed
+            herald_domain::target::check_url(url, self.policy)
+                .map_err(|e| AttemptOutcome::RefusedTarget(format!("the URL {e}")))?
         };
         Uri::try_from(parsed.as_str()).map_err(|e| AttemptOutcome::Other(format!("invalid URL: {e}")))
     }
@@ -289,8 +287,8 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 }
 
 /// Sorts a client error into the outcome the retry policy and the log use.
-/// The log shows the chain of causes, from the client's own ("client error
-/// (Connect)") down, without the outermost when it has a cause.
+/// The log shows the chain of causes, leaving out the client's own outermost
+/// wrapper ("client error (Connect)") when it has a cause.
 fn classify(error: &(dyn StdError + 'static)) -> AttemptOutcome {
     let mut chain = Vec::new();
     let mut timed_out = false;
