@@ -524,6 +524,7 @@ async fn run_team_on(name: &str, p: &Params, shape: TeamShape, database_url: Opt
     report.set("deliveries", delivered);
     report.set_f("deliveries_per_s", per_s, 1);
     report.set_f("limit_per_s", limit, 1);
+    report.set_f("limit_s", p.limit_s, 1);
     report.set_f("ratio", if limit > 0.0 { per_s / limit } else { 0.0 }, 4);
     report.set_f("p50_ms", ms(&latency, 0.5), 3);
     report.set_f("p99_ms", ms(&latency, 0.99), 3);
@@ -802,6 +803,7 @@ pub async fn realtime(p: &Params) -> anyhow::Result<Report> {
     report.set("deliveries", delivered);
     report.set_f("deliveries_per_s", per_s, 1);
     report.set_f("limit_per_s", limit, 1);
+    report.set_f("limit_s", p.limit_s, 1);
     report.set_f("ratio", if limit > 0.0 { per_s / limit } else { 0.0 }, 4);
     report.set_f("p50_ms", ms(&latency, 0.5), 3);
     report.set_f("p99_ms", ms(&latency, 0.99), 3);
