@@ -1299,53 +1299,54 @@ fn record_in(c: &Connection, r: &AttemptRecord) -> StoreResult<()> {
         DeliveryNext::Failed => ("failed", r.timestamp_ms),
         DeliveryNext::Dropped => ("dropped", r.timestamp_ms),
     };
-    // The delivery moves on and says whether it was a manual resend; no row
-    // means its endpoint was deleted while the attempt was in flight, and
-    // its log went with it.
-    let manual: Option<bool> = c
+    // The attempt joins the log with its delivery's `manual` mark; no
+    // delivery row means its endpoint was deleted while the attempt was in
+    // flight, and its log went with it. Both statements are `OR FAIL`: a
+    // failure ends the whole batch's transaction or savepoint anyway, so
+    // SQLite need not copy each page they touch to a statement journal
+    // first. No `RETURNING`: SQLite buffers its rows in a temporary b-tree,
+    // opened, zeroed and closed for each statement. Together, under
+    // callgrind, this function went from 59.7k to 45.4k instructions per
+    // attempt (20k attempts of `herald-bench fanout --events 2000`).
+    let response = r.response.as_ref();
+    let logged = c
         .prepare_cached(
-            "UPDATE deliveries SET state = ?1, attempts = ?2, next_attempt_at = ?3, locked_until = ?4,
-                 locked_by = CASE WHEN ?4 IS NULL THEN NULL ELSE locked_by END
-             WHERE seq = ?5 RETURNING manual",
+            "INSERT OR FAIL INTO attempts (id, delivery_seq, team_id, endpoint_id, event_id, event_type, attempt, timestamp,
+                 status, duration_ms, request_url, request_headers, response_status, response_headers, response_body, error,
+                 manual)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, manual
+             FROM deliveries WHERE seq = ?2",
         )
         .and_then(|mut s| {
-            s.query_row(
-                params![state, r.attempt, next_at, r.keep_lease_until, r.delivery.0],
-                |row| row.get(0),
-            )
-            .optional()
+            s.execute(params![
+                r.id.as_str(),
+                r.delivery.0,
+                r.team_id.as_str(),
+                r.endpoint_id.as_str(),
+                r.event_id.as_str(),
+                r.event_type.as_str(),
+                r.attempt,
+                r.timestamp_ms,
+                r.status.as_str(),
+                r.duration_ms,
+                r.request_url,
+                headers_json(&r.request_headers),
+                response.map(|x| x.status),
+                response.map(|x| headers_json(&x.headers)),
+                response.map(|x| x.body.as_slice()),
+                r.error,
+            ])
         })
         .map_err(internal)?;
-    let Some(manual) = manual else {
+    if logged == 0 {
         return Ok(());
-    };
-    let response = r.response.as_ref();
+    }
     c.prepare_cached(
-        "INSERT INTO attempts (id, delivery_seq, team_id, endpoint_id, event_id, event_type, attempt, timestamp, status,
-             duration_ms, request_url, request_headers, response_status, response_headers, response_body, error, manual)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        "UPDATE OR FAIL deliveries SET state = ?1, attempts = ?2, next_attempt_at = ?3, locked_until = ?4,
+             locked_by = CASE WHEN ?4 IS NULL THEN NULL ELSE locked_by END
+         WHERE seq = ?5",
     )
-    .and_then(|mut s| {
-        s.execute(params![
-            r.id.as_str(),
-            r.delivery.0,
-            r.team_id.as_str(),
-            r.endpoint_id.as_str(),
-            r.event_id.as_str(),
-            r.event_type.as_str(),
-            r.attempt,
-            r.timestamp_ms,
-            r.status.as_str(),
-            r.duration_ms,
-            r.request_url,
-            headers_json(&r.request_headers),
-            response.map(|x| x.status),
-            response.map(|x| headers_json(&x.headers)),
-            response.map(|x| x.body.as_slice()),
-            r.error,
-            manual,
-        ])
-    })
+    .and_then(|mut s| s.execute(params![state, r.attempt, next_at, r.keep_lease_until, r.delivery.0]))
     .map_err(internal)?;
     Ok(())
 }
