@@ -333,7 +333,10 @@ impl Dispatcher {
         if !ordered && job.attempt > 1 && job.due_ms > 0 {
             self.admission.retry_started(started_ms, job.due_ms);
         }
-        let sent = self.sender.attempt(&job, started_ms).await;
+        // Boxed: the request's future is most of this task's size, and a
+        // task is moved whole into its cell when spawned and overwritten
+        // whole when it ends.
+        let sent = Box::pin(self.sender.attempt(&job, started_ms)).await;
         self.metrics.in_flight.fetch_sub(1, Relaxed);
         if !ordered {
             // Unordered: the slot is free as soon as the answer is in.
@@ -342,8 +345,8 @@ impl Dispatcher {
         }
         let (record, decision) = self.to_record(&job, sent);
         match decision {
-            Decision::RetryAt(at) if ordered => self.park_head(job, record, at).await,
-            Decision::GiveUp if ordered => self.fail_endpoint(job, record).await,
+            Decision::RetryAt(at) if ordered => Box::pin(self.park_head(job, record, at)).await,
+            Decision::GiveUp if ordered => Box::pin(self.fail_endpoint(job, record)).await,
             _ => {
                 let retry_at = match record.next {
                     DeliveryNext::RetryAt(at) => Some(at),
