@@ -551,7 +551,7 @@ async fn deleting_an_endpoint_removes_all_its_deliveries_and_its_log() {
         let (gone, kept) = (webhook(&f).await, webhook(&f).await);
         let done = publish(&f, &lease("a", NOW + 1_000)).await;
         let retrying = publish(&f, &lease("a", NOW + 1_000)).await;
-        publish(&f, &lease("a", NOW + 1_000)).await;
+        let untried = publish(&f, &lease("a", NOW + 1_000)).await;
         for d in &done {
             f.store.record_attempt(success(d)).await.unwrap();
         }
@@ -565,6 +565,13 @@ async fn deleting_an_endpoint_removes_all_its_deliveries_and_its_log() {
         f.store.delete_endpoint(&f.team, &gone).await.unwrap();
         assert_eq!(place.rows_of("deliveries", &gone).await, 0, "{name}: deliveries");
         assert_eq!(place.rows_of("attempts", &gone).await, 0, "{name}: log");
+        // An attempt that was in flight while its endpoint went is answered
+        // and leaves nothing behind.
+        let in_flight: Vec<_> = untried.iter().filter(|d| d.endpoint_id == gone).collect();
+        assert_eq!(in_flight.len(), 1, "{name}");
+        f.store.record_attempt(success(in_flight[0])).await.unwrap();
+        assert_eq!(place.rows_of("attempts", &gone).await, 0, "{name}: late log");
+        assert_eq!(place.rows_of("deliveries", &gone).await, 0, "{name}: late delivery");
         assert_eq!(
             place.rows_of("deliveries", &kept).await,
             3,
