@@ -46,8 +46,8 @@ struct WriteJob {
     run: Run,
     shares: bool,
 }
-type Run = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
-type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+pub(crate) type Run = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+pub(crate) type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
 /// How a job's changes ended up, as far as its own savepoint goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -133,6 +133,17 @@ impl Connections {
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         self.submit(f, true).await
+    }
+
+    /// Queues a sharing job that answers its waiters itself: `run` returns
+    /// whether it succeeded and a completion, which is called once the batch
+    /// has committed (with the error that undid it, if any). Returns once the
+    /// job is queued.
+    pub(crate) async fn submit_shared_run(&self, run: Run) -> StoreResult<()> {
+        self.writer
+            .send(WriteJob { run, shares: true })
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))
     }
 
     async fn submit<T, F>(&self, f: F, shares: bool) -> StoreResult<T>
