@@ -157,6 +157,48 @@ async fn three_nodes_share_the_work_and_losing_one_loses_nothing() {
         .await;
 }
 
+/// A node keeps every claim it holds, however many (it renews them a chunk
+/// at a time): 300 deliveries queued behind a webhook that never answers
+/// are still leased to it three lease lengths later, none left to expire.
+#[tokio::test]
+async fn a_live_node_keeps_every_claim_it_holds() {
+    let Some(backend) = Backend::postgres() else { return };
+    backend
+        .run(async {
+            let data = TestData::new().await;
+            let receiver = TestReceiver::start().await;
+            receiver.answer_path("/wh", Answer::Hang);
+            let env = [("HERALD_LEASE_MS", "1000"), ("HERALD_ATTEMPT_TIMEOUT_MS", "60000")];
+            let node = start_server_with(&data, free_port(), Some(ADMIN_KEY), &env).await;
+            let client = reqwest::Client::new();
+            let (team, _) = setup(&client, &node.base, &receiver.url("/wh")).await;
+            for i in 0..300 {
+                let mut body = meeting_event(&team, "renew");
+                body["id"] = json!(format!("evt_renew_{i}"));
+                let (status, _) = post(&client, format!("{}/api/v1/events", node.base), ADMIN_KEY, &body).await;
+                assert_eq!(status, StatusCode::ACCEPTED);
+            }
+            tokio::time::sleep(Duration::from_millis(3_500)).await;
+            let db = pg_client(&data.postgres.as_ref().unwrap().url).await;
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64;
+            let row = db
+                .query_one(
+                    "SELECT count(*), count(*) FILTER (WHERE locked_until IS NULL OR locked_until < $1)
+                     FROM deliveries WHERE state = 'pending'",
+                    &[&now_ms],
+                )
+                .await
+                .unwrap();
+            let (pending, unheld): (i64, i64) = (row.get(0), row.get(1));
+            assert_eq!(pending, 300);
+            assert_eq!(unheld, 0, "every held delivery's lease was renewed");
+        })
+        .await;
+}
+
 #[tokio::test]
 async fn deactivating_on_one_node_stops_attempts_on_every_node_within_a_second() {
     let Some(backend) = Backend::postgres() else { return };
