@@ -15,11 +15,12 @@
 //! directly. Otherwise the fresh delivery is released to the store and the
 //! scheduler claims the endpoint's next run, in order, when the queue drains.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use foldhash::{HashMap, HashSet};
 use herald_domain::attempt::AttemptStatus;
 use herald_domain::ids::{AttemptId, DeliveryId, EndpointId, EndpointKind};
 use herald_domain::retry::Decision;

@@ -15,7 +15,6 @@
 //! (`check_url`, run here once per URL before it is sent to) refuse the
 //! internal ones.
 
-use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +24,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use foldhash::HashMap;
 use herald_domain::attempt::{AttemptOutcome, MAX_RESPONSE_BODY};
 use herald_domain::signing::Signer;
 use herald_domain::target::{TargetPolicy, is_public_ip};
