@@ -1,6 +1,7 @@
 //! Several `herald serve` processes on one PostgreSQL database: they share
 //! the work, a killed node loses nothing, real-time order survives the node
-//! that owned the endpoint, deactivation and idempotency hold across nodes,
+//! that owned the endpoint, a live node keeps all its claims, deactivation
+//! and idempotency hold across nodes,
 //! and the database going away is answered with 503 and recovered from.
 //! These run on PostgreSQL only.
 

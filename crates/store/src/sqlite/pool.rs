@@ -8,7 +8,8 @@
 //! all at once: one fsync for many publishes. A job's result is handed back
 //! only after that commit, so nothing is acknowledged before it is durable.
 //!
-//! The hot jobs (publishes and attempt records, [`Connections::write_shared`])
+//! The hot jobs (publishes through [`Connections::write_shared`], and the
+//! jobs that write queued attempt records, [`Connections::submit_shared_run`])
 //! fail only when the store itself does, so a run of them shares one
 //! savepoint: each savepoint copies every page its job touches to the
 //! statement journal first, and consecutive records touch the same pages.
