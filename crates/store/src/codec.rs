@@ -1,7 +1,20 @@
 //! How values that SQL has no type for are written into a column, the same
-//! way by every backend: event-type lists and header lists as JSON text.
+//! way by every backend: event-type lists and header lists as JSON text, and
+//! the state an attempt leaves its delivery in.
 
 use herald_domain::event::EventType;
+
+use crate::model::{AttemptRecord, DeliveryNext};
+
+/// The state an attempt leaves its delivery in, and the time stored with it.
+pub(crate) fn delivery_move(r: &AttemptRecord) -> (&'static str, i64) {
+    match r.next {
+        DeliveryNext::Succeeded => ("succeeded", r.timestamp_ms),
+        DeliveryNext::RetryAt(at) => ("pending", at),
+        DeliveryNext::Failed => ("failed", r.timestamp_ms),
+        DeliveryNext::Dropped => ("dropped", r.timestamp_ms),
+    }
+}
 
 pub(crate) fn event_types_json(types: &[EventType]) -> String {
     serde_json::to_string(&types.iter().map(|t| t.as_str()).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())

@@ -13,8 +13,8 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use herald_domain::ids::{DeliveryId, EndpointId, EndpointKind, TeamId};
 
-use super::{delivery_move, existing_event, pg_error, pool_error, secret_from};
-use crate::codec::headers_json;
+use super::{existing_event, pg_error, pool_error, secret_from};
+use crate::codec::{delivery_move, headers_json};
 use crate::model::*;
 use crate::{StoreError, StoreResult};
 

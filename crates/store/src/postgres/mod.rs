@@ -31,7 +31,7 @@ use herald_domain::keys::KeyHash;
 use herald_domain::signing::Secret;
 use herald_domain::webhook::EndpointStatus;
 
-use crate::codec::{event_types_from, event_types_json, headers_from, headers_json, stored_data_of};
+use crate::codec::{delivery_move, event_types_from, event_types_json, headers_from, headers_json, stored_data_of};
 use crate::model::*;
 use crate::{Store, StoreError, StoreResult, StoreSignal};
 
@@ -1220,16 +1220,6 @@ async fn bot_endpoints(client: &impl deadpool_postgres::GenericClient, bot: &str
         .await
         .map_err(pg_error)?;
     rows.iter().map(endpoint_from_row).collect()
-}
-
-/// The state an attempt leaves its delivery in, and the time stored with it.
-fn delivery_move(r: &AttemptRecord) -> (&'static str, i64) {
-    match r.next {
-        DeliveryNext::Succeeded => ("succeeded", r.timestamp_ms),
-        DeliveryNext::RetryAt(at) => ("pending", at),
-        DeliveryNext::Failed => ("failed", r.timestamp_ms),
-        DeliveryNext::Dropped => ("dropped", r.timestamp_ms),
-    }
 }
 
 async fn record_in(client: &impl deadpool_postgres::GenericClient, r: &AttemptRecord) -> StoreResult<()> {

@@ -25,7 +25,9 @@ use herald_domain::webhook::EndpointStatus;
 pub use pool::Durability;
 pub use schema::latest_version;
 
-use crate::codec::{event_types_from, event_types_json, headers_from, headers_json, stored_data_of, subscribes};
+use crate::codec::{
+    delivery_move, event_types_from, event_types_json, headers_from, headers_json, stored_data_of, subscribes,
+};
 use crate::model::*;
 use crate::{Store, StoreError, StoreResult};
 use pool::{Connections, internal};
@@ -1479,12 +1481,7 @@ fn record_chunk(c: &Connection, chunk: &[&AttemptRecord]) -> rusqlite::Result<()
     let mut update = c.prepare_cached(&update_sql)?;
     for (i, r) in chunk.iter().enumerate() {
         let at = i * RECORD_UPDATE_PARAMS;
-        let (state, next_at) = match r.next {
-            DeliveryNext::Succeeded => ("succeeded", r.timestamp_ms),
-            DeliveryNext::RetryAt(at) => ("pending", at),
-            DeliveryNext::Failed => ("failed", r.timestamp_ms),
-            DeliveryNext::Dropped => ("dropped", r.timestamp_ms),
-        };
+        let (state, next_at) = delivery_move(r);
         update.raw_bind_parameter(at + 1, state)?;
         update.raw_bind_parameter(at + 2, r.attempt)?;
         update.raw_bind_parameter(at + 3, next_at)?;
