@@ -7,7 +7,7 @@ mod pool;
 mod schema;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -53,7 +53,7 @@ type Waiting = (AttemptRecord, oneshot::Sender<StoreResult<()>>);
 
 impl RecordQueue {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        pool::lock(&self.0)
     }
 
     /// The write job that takes the queue: its records' results go to their
@@ -1385,27 +1385,32 @@ const RECORD_CHUNKS: [usize; 4] = [64, 16, 4, 1];
 /// many records pays once for what every statement costs (opening and
 /// closing a cursor on each table and index, halting, resetting).
 fn record_many(c: &Connection, records: &[&AttemptRecord]) -> StoreResult<()> {
+    static SQL: OnceLock<Vec<(String, String)>> = OnceLock::new();
+    let sql = SQL.get_or_init(|| RECORD_CHUNKS.into_iter().map(record_sql).collect());
     let mut rest = records;
     while !rest.is_empty() {
-        let n = chunk_len(rest);
-        let (chunk, tail) = rest.split_at(n);
-        record_chunk(c, chunk).map_err(internal)?;
+        let size = chunk_size(rest);
+        let (chunk, tail) = rest.split_at(RECORD_CHUNKS[size]);
+        record_chunk(c, chunk, &sql[size]).map_err(internal)?;
         rest = tail;
     }
     Ok(())
 }
 
-/// The next chunk's length: the largest of [`RECORD_CHUNKS`] that `rest`
-/// fills without holding one delivery twice (an `UPDATE … FROM` would apply
-/// only one of its two rows).
-fn chunk_len(rest: &[&AttemptRecord]) -> usize {
+/// The next chunk's size, as an index into [`RECORD_CHUNKS`]: the largest
+/// that `rest` fills without holding one delivery twice (an `UPDATE … FROM`
+/// would apply only one of its two rows).
+fn chunk_size(rest: &[&AttemptRecord]) -> usize {
     let mut seen = std::collections::HashSet::with_capacity(RECORD_CHUNKS[0]);
     let distinct = rest
         .iter()
         .take(RECORD_CHUNKS[0])
         .take_while(|r| seen.insert(r.delivery.0))
         .count();
-    RECORD_CHUNKS.into_iter().find(|&n| n <= distinct).unwrap_or(1)
+    RECORD_CHUNKS
+        .iter()
+        .position(|&n| n <= distinct)
+        .unwrap_or(RECORD_CHUNKS.len() - 1)
 }
 
 const RECORD_INSERT_COLUMNS: &str = "id, delivery_seq, team_id, endpoint_id, event_id, event_type, attempt, timestamp,
@@ -1454,9 +1459,9 @@ fn record_sql(n: usize) -> (String, String) {
     )
 }
 
-fn record_chunk(c: &Connection, chunk: &[&AttemptRecord]) -> rusqlite::Result<()> {
-    let (insert_sql, update_sql) = record_sql(chunk.len());
-    let mut insert = c.prepare_cached(&insert_sql)?;
+fn record_chunk(c: &Connection, chunk: &[&AttemptRecord], sql: &(String, String)) -> rusqlite::Result<()> {
+    let (insert_sql, update_sql) = sql;
+    let mut insert = c.prepare_cached(insert_sql)?;
     for (i, r) in chunk.iter().enumerate() {
         let at = i * RECORD_INSERT_PARAMS;
         let response = r.response.as_ref();
@@ -1478,7 +1483,7 @@ fn record_chunk(c: &Connection, chunk: &[&AttemptRecord]) -> rusqlite::Result<()
         insert.raw_bind_parameter(at + 16, r.error.as_deref())?;
     }
     insert.raw_execute()?;
-    let mut update = c.prepare_cached(&update_sql)?;
+    let mut update = c.prepare_cached(update_sql)?;
     for (i, r) in chunk.iter().enumerate() {
         let at = i * RECORD_UPDATE_PARAMS;
         let (state, next_at) = delivery_move(r);
@@ -1570,10 +1575,11 @@ mod tests {
         records.push(record(10, 2, DeliveryNext::Failed));
         assert_eq!(records.len(), 70);
         let refs: Vec<&AttemptRecord> = records.iter().collect();
-        assert_eq!(chunk_len(&refs), 64);
-        assert_eq!(chunk_len(&refs[64..]), 4);
+        let len = |rest: &[&AttemptRecord]| RECORD_CHUNKS[chunk_size(rest)];
+        assert_eq!(len(&refs), 64);
+        assert_eq!(len(&refs[64..]), 4);
         assert_eq!(
-            chunk_len(&refs[9..]),
+            len(&refs[9..]),
             16,
             "the second attempt of delivery 10 is 60 records on"
         );

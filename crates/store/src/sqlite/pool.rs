@@ -198,8 +198,9 @@ impl Connections {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding this lock cannot leave the Vec inconsistent.
+/// Locks `m`, poisoned or not: the collections Herald keeps under these
+/// locks are whole after every push, take or clear, even if a holder panics.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
