@@ -141,8 +141,13 @@ impl Connections {
     /// has committed (with the error that undid it, if any). Returns once the
     /// job is queued.
     pub(crate) async fn submit_shared_run(&self, run: Run) -> StoreResult<()> {
+        self.queue(run, true).await
+    }
+
+    /// Puts a job on the writer's channel (a refused job is dropped unrun).
+    async fn queue(&self, run: Run, shares: bool) -> StoreResult<()> {
         self.writer
-            .send(WriteJob { run, shares: true })
+            .send(WriteJob { run, shares })
             .await
             .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))
     }
@@ -164,10 +169,7 @@ impl Connections {
             });
             (ok, done)
         });
-        self.writer
-            .send(WriteJob { run, shares })
-            .await
-            .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?;
+        self.queue(run, shares).await?;
         rx.await
             .map_err(|_| StoreError::Unavailable("the writer stopped".into()))?
     }
