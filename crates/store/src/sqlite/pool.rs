@@ -77,6 +77,25 @@ pub(crate) struct Connections {
     readers: Arc<ReaderPool>,
 }
 
+/// The writer's channel, for jobs queued away from the store (the record
+/// queue's gather timer).
+#[derive(Clone)]
+pub(crate) struct Writer(mpsc::Sender<WriteJob>);
+
+impl Writer {
+    /// [`Connections::submit_shared_run`], from anywhere.
+    pub(crate) async fn submit_shared_run(&self, run: Run) -> StoreResult<()> {
+        send(&self.0, WriteJob { run, shares: true }).await
+    }
+}
+
+async fn send(writer: &mpsc::Sender<WriteJob>, job: WriteJob) -> StoreResult<()> {
+    writer
+        .send(job)
+        .await
+        .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))
+}
+
 struct ReaderPool {
     idle: Mutex<Vec<Connection>>,
     permits: Semaphore,
@@ -144,12 +163,14 @@ impl Connections {
         self.queue(run, true).await
     }
 
+    /// A handle that queues shared jobs from a task of its own.
+    pub(crate) fn writer(&self) -> Writer {
+        Writer(self.writer.clone())
+    }
+
     /// Puts a job on the writer's channel (a refused job is dropped unrun).
     async fn queue(&self, run: Run, shares: bool) -> StoreResult<()> {
-        self.writer
-            .send(WriteJob { run, shares })
-            .await
-            .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))
+        send(&self.writer, WriteJob { run, shares }).await
     }
 
     async fn submit<T, F>(&self, f: F, shares: bool) -> StoreResult<T>
