@@ -85,6 +85,41 @@ impl Place {
         }
     }
 
+    /// The `request_headers` column of `event`'s attempt as stored, after
+    /// setting it to `set` if given (as an older binary wrote it).
+    async fn stored_request_headers(&self, event: &EventId, set: Option<&str>) -> String {
+        let select = "SELECT request_headers FROM attempts WHERE event_id = ";
+        match self {
+            Place::Sqlite(path) => {
+                let c = rusqlite::Connection::open(path).unwrap();
+                if let Some(raw) = set {
+                    c.execute(
+                        "UPDATE attempts SET request_headers = ?1 WHERE event_id = ?2",
+                        [raw, event.as_str()],
+                    )
+                    .unwrap();
+                }
+                c.query_row(&format!("{select}?1"), [event.as_str()], |r| r.get(0))
+                    .unwrap()
+            }
+            Place::Postgres(url) => {
+                let c = pg_client(url).await;
+                if let Some(raw) = set {
+                    c.execute(
+                        "UPDATE attempts SET request_headers = $1 WHERE event_id = $2",
+                        &[&raw, &event.as_str()],
+                    )
+                    .await
+                    .unwrap();
+                }
+                c.query_one(&format!("{select}$1"), &[&event.as_str()])
+                    .await
+                    .unwrap()
+                    .get(0)
+            }
+        }
+    }
+
     fn latest(&self) -> usize {
         match self {
             Place::Sqlite(_) => herald_store::sqlite::latest_version(),
@@ -508,6 +543,64 @@ async fn a_newer_binary_upgrades_an_older_store_without_losing_data() {
             ),
             "{name}: idempotency holds across the upgrade"
         );
+    }
+}
+
+/// Herald's own request headers are stored in a short form and come back
+/// exactly as sent; so do any other list (stored as JSON) and the JSON that
+/// every attempt's headers were stored as before schema version 5.
+#[tokio::test]
+async fn request_headers_come_back_exactly_as_sent_in_either_stored_form() {
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    };
+    for (name, place, scratch) in places().await {
+        let f = fixture(place.open(place.latest()).await.unwrap(), scratch).await;
+        let endpoint = webhook(&f).await;
+        let mut published = Vec::new();
+        for _ in 0..3 {
+            published.extend(publish(&f, &lease("a", NOW + 1_000)).await);
+        }
+        let (short, other, legacy) = (&published[0], &published[1], &published[2]);
+        let herald = |d: &ClaimedDelivery| {
+            pairs(&[
+                ("content-type", "application/json"),
+                ("user-agent", "Herald/0.1.0"),
+                ("webhook-id", d.event_id.as_str()),
+                ("webhook-timestamp", "1800000000"),
+                ("webhook-signature", "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4="),
+            ])
+        };
+        let others = pairs(&[("content-type", "text/plain"), ("x-note", "a \"quoted\" value")]);
+        let sent = [(short, herald(short)), (other, others), (legacy, herald(legacy))];
+        for (d, headers) in &sent {
+            f.store
+                .record_attempt(AttemptRecord {
+                    request_headers: headers.clone(),
+                    ..success(d)
+                })
+                .await
+                .unwrap();
+        }
+        assert!(
+            place
+                .stored_request_headers(&short.event_id, None)
+                .await
+                .starts_with('='),
+            "{name}: the short form"
+        );
+        let json = serde_json::to_string(&herald(legacy)).unwrap();
+        place.stored_request_headers(&legacy.event_id, Some(&json)).await;
+        let filter = AttemptFilter {
+            limit: 10,
+            ..AttemptFilter::default()
+        };
+        let log = f.store.list_attempts(&f.team, &endpoint, &filter).await.unwrap();
+        assert_eq!(log.len(), 3, "{name}");
+        for (d, headers) in &sent {
+            let attempt = log.iter().find(|a| a.event_id == d.event_id).unwrap();
+            assert_eq!(&attempt.request_headers, headers, "{name}");
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use herald_domain::ids::{DeliveryId, EndpointId, EndpointKind, TeamId};
 
 use super::{existing_event, pg_error, pool_error, secret_from};
-use crate::codec::{delivery_move, headers_json};
+use crate::codec::{delivery_move, headers_json, request_headers_stored};
 use crate::model::*;
 use crate::{StoreError, StoreResult};
 
@@ -350,7 +350,9 @@ async fn record_batch(pool: &Pool, batch: &[RecordJob]) -> StoreResult<()> {
     let statuses: Vec<&str> = records().map(|r| r.status.as_str()).collect();
     let durations: Vec<i64> = records().map(|r| r.duration_ms).collect();
     let urls: Vec<&str> = records().map(|r| r.request_url.as_str()).collect();
-    let request_headers: Vec<String> = records().map(|r| headers_json(&r.request_headers)).collect();
+    let request_headers: Vec<String> = records()
+        .map(|r| request_headers_stored(&r.request_headers, r.event_id.as_str()))
+        .collect();
     let response_status: Vec<Option<i32>> = records()
         .map(|r| r.response.as_ref().map(|x| i32::from(x.status)))
         .collect();

@@ -31,7 +31,10 @@ use herald_domain::keys::KeyHash;
 use herald_domain::signing::Secret;
 use herald_domain::webhook::EndpointStatus;
 
-use crate::codec::{delivery_move, event_types_from, event_types_json, headers_from, headers_json, stored_data_of};
+use crate::codec::{
+    delivery_move, event_types_from, event_types_json, headers_from, headers_json, request_headers_from,
+    request_headers_stored, stored_data_of,
+};
 use crate::model::*;
 use crate::{Store, StoreError, StoreResult, StoreSignal};
 
@@ -1263,7 +1266,7 @@ async fn record_in(client: &impl deadpool_postgres::GenericClient, r: &AttemptRe
                 &r.status.as_str(),
                 &r.duration_ms,
                 &r.request_url,
-                &headers_json(&r.request_headers),
+                &request_headers_stored(&r.request_headers, r.event_id.as_str()),
                 &status,
                 &headers,
                 &body,
@@ -1342,6 +1345,7 @@ fn attempt_from_row(r: &Row) -> StoreResult<Attempt> {
         seq: r.get(0),
         id: AttemptId::from_stored(r.get(1)),
         endpoint_id: EndpointId::from_stored(r.get(2)),
+        request_headers: request_headers_from(r.get(10), r.get(3)),
         event_id: EventId::from_stored(r.get(3)),
         event_type: event_type_from(r.get(4))?,
         attempt: r.get::<_, i32>(5) as u32,
@@ -1350,7 +1354,6 @@ fn attempt_from_row(r: &Row) -> StoreResult<Attempt> {
             .ok_or_else(|| StoreError::Internal(format!("unknown attempt status `{status}`")))?,
         duration_ms: r.get(8),
         request_url: r.get(9),
-        request_headers: headers_from(r.get(10)),
         request_body: request_body.map(Bytes::from),
         response: response_status.map(|status| ResponseRecord {
             status: status as u16,

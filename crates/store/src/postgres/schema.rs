@@ -137,6 +137,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_leased ON deliveries(locked_until)
         WHERE state = 'pending' AND NOT ordered AND locked_until IS NOT NULL;
     "#,
+    // 5: request headers in their short form, as SQLite's schema 5 (no table
+    // changes; the version keeps older binaries out).
+    "/* request headers in their short form */",
 ];
 
 /// Brings the schema up to `target` (the newest version, but for the

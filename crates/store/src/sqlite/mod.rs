@@ -26,7 +26,8 @@ pub use pool::Durability;
 pub use schema::latest_version;
 
 use crate::codec::{
-    delivery_move, event_types_from, event_types_json, headers_from, headers_json, stored_data_of, subscribes,
+    delivery_move, event_types_from, event_types_json, headers_from, headers_json, request_headers_from,
+    request_headers_stored, stored_data_of, subscribes,
 };
 use crate::model::*;
 use crate::{Store, StoreError, StoreResult};
@@ -1225,11 +1226,13 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
     let response_headers: Option<String> = r.get(12)?;
     let response_body: Option<Vec<u8>> = r.get(15)?;
     let request_body: Option<Vec<u8>> = r.get(16)?;
+    let event_id: String = r.get(3)?;
     Ok(Attempt {
         seq: r.get(0)?,
         id: AttemptId::from_stored(r.get(1)?),
         endpoint_id: EndpointId::from_stored(r.get(2)?),
-        event_id: EventId::from_stored(r.get(3)?),
+        request_headers: request_headers_from(&r.get::<_, String>(10)?, &event_id),
+        event_id: EventId::from_stored(event_id),
         event_type: event_type_from(r.get_ref(4)?.as_str()?)?,
         attempt: r.get(5)?,
         timestamp_ms: r.get(6)?,
@@ -1239,7 +1242,6 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
         },
         duration_ms: r.get(8)?,
         request_url: r.get(9)?,
-        request_headers: headers_from(&r.get::<_, String>(10)?),
         request_body: request_body.map(Bytes::from),
         response: response_status.map(|status| ResponseRecord {
             status,
@@ -1552,7 +1554,7 @@ fn record_chunk(c: &Connection, chunk: &[&AttemptRecord], sql: &(String, String)
         insert.raw_bind_parameter(at + 9, r.status.as_str())?;
         insert.raw_bind_parameter(at + 10, r.duration_ms)?;
         insert.raw_bind_parameter(at + 11, r.request_url.as_str())?;
-        insert.raw_bind_parameter(at + 12, headers_json(&r.request_headers))?;
+        insert.raw_bind_parameter(at + 12, request_headers_stored(&r.request_headers, r.event_id.as_str()))?;
         insert.raw_bind_parameter(at + 13, response.map(|x| x.status))?;
         insert.raw_bind_parameter(at + 14, response.map(|x| headers_json(&x.headers)))?;
         insert.raw_bind_parameter(at + 15, response.map(|x| x.body.as_slice()))?;

@@ -165,6 +165,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_leased ON deliveries(locked_until)
         WHERE state = 'pending' AND ordered = 0 AND locked_until IS NOT NULL;
     "#,
+    // 5: an attempt's own request headers are stored in a short form
+    // (`codec::request_headers_stored`). No table changes, but a binary
+    // older than this one would read those rows as having no headers, so
+    // the version refuses it.
+    "/* request headers in their short form */",
 ];
 
 /// Brings the schema up to `target` (the newest version, but for the
