@@ -8,6 +8,14 @@ use sha2::Sha256;
 
 const SECRET_PREFIX: &str = "whsec_";
 
+/// The Standard Webhooks headers every delivery carries, beside
+/// `content-type: application/json` ([`CONTENT_TYPE`]).
+pub const WEBHOOK_ID: &str = "webhook-id";
+pub const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
+pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";
+/// The content type of every delivered body.
+pub const CONTENT_TYPE: &str = "application/json";
+
 /// An endpoint's signing secret, `whsec_` + base64 of 32 random bytes.
 /// Its `Debug` hides the value so it cannot land in a log line.
 #[derive(Clone, PartialEq, Eq)]

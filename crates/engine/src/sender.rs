@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use foldhash::HashMap;
 use herald_domain::attempt::{AttemptOutcome, MAX_RESPONSE_BODY};
-use herald_domain::signing::{Secret, Signer};
+use herald_domain::signing::{self, Secret, Signer};
 use herald_domain::target::{TargetPolicy, is_public_ip};
 use herald_store::{ClaimedDelivery, ResponseRecord};
 use http_body_util::{BodyExt, Full};
@@ -37,10 +37,9 @@ use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 /// The Standard Webhooks headers, named once rather than parsed per attempt.
-const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
-const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
-const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
-const JSON: &str = "application/json";
+const WEBHOOK_ID: HeaderName = HeaderName::from_static(signing::WEBHOOK_ID);
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static(signing::WEBHOOK_TIMESTAMP);
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static(signing::WEBHOOK_SIGNATURE);
 
 type Client = hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector<Resolver>>, Full<Bytes>>;
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -204,16 +203,7 @@ impl Sender {
     /// parsing it (IDNA and all) was a visible share of an attempt's cost.
     /// Refusals are not kept, so a refused URL is checked each time.
     fn target(&self, url: &str) -> Result<Uri, AttemptOutcome> {
-        let mut parsed = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(known) = parsed.get(url) {
-            return Ok(known.clone());
-        }
-        let fresh = self.check_target(url)?;
-        if parsed.len() >= PARSED_URLS {
-            parsed.clear();
-        }
-        parsed.insert(url.to_owned(), fresh.clone());
-        Ok(fresh)
+        kept(&self.parsed, url, || self.check_target(url))
     }
 
     /// The signer keyed with `secret`. Every attempt to an endpoint signs
@@ -221,16 +211,10 @@ impl Sender {
     /// hash blocks) was a sixth of the cost of signing; a rotated secret is
     /// simply another key here.
     fn signer(&self, secret: &Secret) -> Signer {
-        let mut signers = self.signers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(known) = signers.get(secret.reveal()) {
-            return known.clone();
-        }
-        let fresh = Signer::new(secret);
-        if signers.len() >= PARSED_URLS {
-            signers.clear();
-        }
-        signers.insert(secret.reveal().to_owned(), fresh.clone());
-        fresh
+        kept(&self.signers, secret.reveal(), || {
+            Ok::<_, std::convert::Infallible>(Signer::new(secret))
+        })
+        .unwrap_or_else(|never| match never {})
     }
 
     /// The request's headers, which the attempt log also shows. Event ids and
@@ -241,7 +225,7 @@ impl Sender {
         let id = HeaderValue::from_str(event_id).map_err(|_| refused(format!("`{event_id}`")))?;
         let signature = HeaderValue::try_from(signature).map_err(|_| refused("the signature".into()))?;
         let mut headers = HeaderMap::with_capacity(8);
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(signing::CONTENT_TYPE));
         headers.insert(USER_AGENT, self.user_agent.clone());
         headers.insert(WEBHOOK_ID, id);
         headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp_s));
@@ -293,6 +277,22 @@ impl Sender {
             Ok(Ok(response)) => Ok(response),
         }
     }
+}
+
+/// The value kept in `map` under `key`, made by `make` the first time (an
+/// error is not kept, so it is made again next time). The map is emptied
+/// when it grows past [`PARSED_URLS`].
+fn kept<V: Clone, E>(map: &Mutex<HashMap<String, V>>, key: &str, make: impl FnOnce() -> Result<V, E>) -> Result<V, E> {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(known) = map.get(key) {
+        return Ok(known.clone());
+    }
+    let fresh = make()?;
+    if map.len() >= PARSED_URLS {
+        map.clear();
+    }
+    map.insert(key.to_owned(), fresh.clone());
+    Ok(fresh)
 }
 
 /// Headers as the attempt log keeps them: names and (lossily) text values,

@@ -4,6 +4,7 @@
 //! leaves its delivery in.
 
 use herald_domain::event::EventType;
+use herald_domain::signing::{CONTENT_TYPE, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
 
 use crate::model::{AttemptRecord, DeliveryNext};
 
@@ -43,11 +44,10 @@ const STANDARD_REQUEST: char = '=';
 const STANDARD_NAMES: [&str; 5] = [
     "content-type",
     "user-agent",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
+    WEBHOOK_ID,
+    WEBHOOK_TIMESTAMP,
+    WEBHOOK_SIGNATURE,
 ];
-const JSON_TYPE: &str = "application/json";
 
 /// An attempt's request headers as the log stores them. Herald's own
 /// requests carry the same five headers in the same order, with the content
@@ -62,22 +62,14 @@ pub(crate) fn request_headers_stored(headers: &[(String, String)], event_id: &st
             .iter()
             .zip(STANDARD_NAMES)
             .all(|((name, _), expected)| name == expected)
-        && headers[0].1 == JSON_TYPE
+        && headers[0].1 == CONTENT_TYPE
         && headers[2].1 == event_id
         && headers.iter().all(|(_, value)| !value.contains('\n'));
     if !standard {
         return headers_json(headers);
     }
     let (agent, timestamp, signature) = (&headers[1].1, &headers[3].1, &headers[4].1);
-    let mut out = String::with_capacity(3 + agent.len() + timestamp.len() + signature.len());
-    out.push(STANDARD_REQUEST);
-    for (i, value) in [agent, timestamp, signature].into_iter().enumerate() {
-        if i > 0 {
-            out.push('\n');
-        }
-        out.push_str(value);
-    }
-    out
+    format!("{STANDARD_REQUEST}{agent}\n{timestamp}\n{signature}")
 }
 
 /// Reads what [`request_headers_stored`] wrote (or the JSON list that earlier
@@ -88,7 +80,7 @@ pub(crate) fn request_headers_from(raw: &str, event_id: &str) -> Vec<(String, St
     };
     let mut values = short.splitn(3, '\n');
     let (agent, timestamp, signature) = (values.next(), values.next(), values.next());
-    let values = [Some(JSON_TYPE), agent, Some(event_id), timestamp, signature];
+    let values = [Some(CONTENT_TYPE), agent, Some(event_id), timestamp, signature];
     STANDARD_NAMES
         .iter()
         .zip(values)
