@@ -112,6 +112,10 @@ struct Cli {
     /// Hanging endpoints (`isolation`).
     #[arg(long)]
     hang: Option<usize>,
+    /// Write each delivery's publish time and latency to this file, one line
+    /// per delivery (team-webhook scenarios; with `all`, the last one's).
+    #[arg(long)]
+    latencies: Option<PathBuf>,
     /// Seconds the receiver answers 503 (`backlog`).
     #[arg(long)]
     fail_s: Option<f64>,
@@ -154,6 +158,7 @@ fn defaults(scenario: Scenario, smoke: bool, herald_bin: PathBuf) -> Params {
         idle_s: if smoke { 1.0 } else { 2.0 },
         postgres_url: None,
         nodes: 1,
+        latencies: None,
     };
     if smoke {
         p.duration_s = 10.0;
@@ -224,6 +229,7 @@ fn params(cli: &Cli, scenario: Scenario) -> Params {
         p.postgres_url = Some(cli.postgres_url.clone());
         p.nodes = cli.nodes.max(1);
     }
+    p.latencies.clone_from(&cli.latencies);
     if let Some(v) = cli.events {
         p.events = v;
     }
@@ -281,6 +287,12 @@ async fn run_one(scenario: Scenario, p: &Params) -> Report {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(path) = &cli.latencies
+        && let Err(e) = std::fs::File::create(path)
+    {
+        eprintln!("herald-bench: --latencies: cannot create {}: {e}", path.display());
+        return ExitCode::from(2);
+    }
     let list: Vec<Scenario> = if cli.scenario == Scenario::All {
         Scenario::EACH.to_vec()
     } else {

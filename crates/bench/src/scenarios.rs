@@ -5,10 +5,12 @@
 //! Team-webhook scenarios (`single`, `fanout`, `paced`, `isolation`,
 //! `backlog`) share [`run_team`]; `realtime` and `idle` have their own.
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use serde::Deserialize;
@@ -51,6 +53,51 @@ pub struct Params {
     pub postgres_url: Option<String>,
     /// How many `herald serve` processes share the store (PostgreSQL only).
     pub nodes: usize,
+    /// Where to write each delivery's publish time and latency.
+    pub latencies: Option<PathBuf>,
+}
+
+/// The `--latencies` file: one line per delivery, seconds from the start of
+/// publishing to its publish and milliseconds from publish to arrival, so a
+/// tail can be placed in time (and beside the server's own logs: the first
+/// line gives the start as Unix seconds).
+struct Latencies {
+    out: std::io::BufWriter<std::fs::File>,
+    path: PathBuf,
+}
+
+impl Latencies {
+    fn create(path: &Path, started: Instant) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let mut this = Self {
+            out: std::io::BufWriter::new(file),
+            path: path.to_owned(),
+        };
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let start = unix_now.saturating_sub(started.elapsed()).as_secs_f64();
+        this.line(format_args!(
+            "# publish_s latency_ms; publishing started at {start:.4} (Unix s)"
+        ))?;
+        Ok(this)
+    }
+
+    fn write(&mut self, started: Instant, sent: Instant, arrived: Instant) -> anyhow::Result<()> {
+        let at = sent.saturating_duration_since(started).as_secs_f64();
+        let ms = arrived.saturating_duration_since(sent).as_secs_f64() * 1000.0;
+        self.line(format_args!("{at:.4} {ms:.3}"))
+    }
+
+    fn line(&mut self, line: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+        writeln!(self.out, "{line}").with_context(|| format!("cannot write {}", self.path.display()))
+    }
+
+    fn finish(mut self) -> anyhow::Result<()> {
+        self.out
+            .flush()
+            .with_context(|| format!("cannot write {}", self.path.display()))
+    }
 }
 
 /// One JSON object, fields in the order they were set.
@@ -466,6 +513,10 @@ async fn run_team_on(name: &str, p: &Params, shape: TeamShape, database_url: Opt
     let mut by_second = BySecond::default();
     let mut max_attempts = 0usize;
     let mut events = 0u64;
+    let mut latencies = match &p.latencies {
+        Some(path) => Some(Latencies::create(path, load.started)?),
+        None => None,
+    };
     for (i, slot) in job.sent.iter().enumerate() {
         let Some((id, sent)) = slot.get() else {
             continue;
@@ -514,7 +565,13 @@ async fn run_team_on(name: &str, p: &Params, shape: TeamShape, database_url: Opt
             duplicates += record.delivered().saturating_sub(1) as u64;
             last_arrival = last_arrival.max(first);
             let _ = latency.record(first.saturating_duration_since(*sent).as_micros() as u64);
+            if let Some(out) = latencies.as_mut() {
+                out.write(load.started, *sent, first)?;
+            }
         }
+    }
+    if let Some(out) = latencies {
+        out.finish()?;
     }
     let unexpected = arrivals.values().filter(|r| r.delivered() > 0).count();
     let span = (last_arrival - load.started).as_secs_f64();
