@@ -56,6 +56,9 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     let command = Cli::parse().command;
+    if matches!(command, Command::Serve(_)) {
+        reserve_fd_table();
+    }
     let threads = match &command {
         Command::Serve(ServeArgs {
             worker_threads: Some(threads),
@@ -75,6 +78,32 @@ fn main() -> anyhow::Result<()> {
         None => tokio::runtime::Builder::new_multi_thread(),
     };
     runtime.enable_all().build()?.block_on(run(command))
+}
+
+/// The most descriptors [`reserve_fd_table`] makes room for.
+const FD_TABLE_RESERVE: u64 = 65_536;
+
+/// Grows this process's descriptor table once, while it has one thread, to
+/// its open-file limit (at most [`FD_TABLE_RESERVE`]). The kernel doubles the
+/// table when a new socket or file needs a slot past its end, and in a
+/// process of several threads each doubling waits for an RCU grace period
+/// inside `socket()` or `accept()`: 15-20 ms in which both runtime workers
+/// stood still (`perf record -e sched:sched_switch` during `herald-bench
+/// isolation`, whose hanging endpoints keep thousands of connections open),
+/// the largest latencies of that run. Duplicating stderr to the table's last
+/// slot and closing it again leaves the table at that size. Failing changes
+/// nothing but that.
+fn reserve_fd_table() {
+    let limit = match rustix::process::getrlimit(rustix::process::Resource::Nofile).current {
+        Some(soft) => soft.min(FD_TABLE_RESERVE),
+        None => FD_TABLE_RESERVE,
+    };
+    let Ok(last) = i32::try_from(limit.saturating_sub(1)) else {
+        return;
+    };
+    if let Err(e) = rustix::io::fcntl_dupfd_cloexec(std::io::stderr(), last) {
+        tracing::debug!(error = %e, slots = limit, "cannot reserve the descriptor table");
+    }
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
