@@ -206,7 +206,8 @@ impl Engine {
     /// [`RENEW_CHUNK`] leases per write, the chunks spread evenly over
     /// [`RENEW_SPREAD`] of the interval.
     async fn renew_leases(self, shutdown: CancellationToken) {
-        let every = self.config.lease / 3;
+        // An interval may not be zero, whatever lease a caller configures.
+        let every = (self.config.lease / 3).max(Duration::from_millis(1));
         let mut round = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
