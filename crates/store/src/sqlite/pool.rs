@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -247,6 +248,15 @@ fn open_connection(path: &Path, read_only: bool, durability: Durability) -> Stor
         Durability::Full => "FULL",
     };
     conn.pragma_update(None, "synchronous", sync).map_err(internal)?;
+    // Plans never depend on bound values. Otherwise SQLite (3.51) reads a
+    // bound `LIMIT ?n` into the plan, and every new binding of it, that is
+    // every run of a cached claim or log query, expires the statement and
+    // parses and plans it again: a fifth of the server's CPU while retries
+    // came due in `herald-bench isolation --rate 1000` (`perf`), where the
+    // healthy endpoints' latency tail was. Herald's queries name their
+    // indexes and bind no value a plan could use otherwise.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(internal)?;
     conn.pragma_update(None, "foreign_keys", "OFF").map_err(internal)?;
     // Savepoints and sorts spill to memory, not to temporary files.
     conn.pragma_update(None, "temp_store", "MEMORY").map_err(internal)?;
@@ -445,6 +455,40 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// A cached statement with a bound `LIMIT` runs again with new values
+    /// without being parsed and planned again.
+    #[tokio::test]
+    async fn bound_limits_do_not_reprepare() {
+        let (_dir, conns) = store().await;
+        conns
+            .write(|c| {
+                for n in 0..10 {
+                    insert(c, n)?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let (counts, reprepares) = conns
+            .write(|c| {
+                let mut stmt = c
+                    .prepare_cached("SELECT n FROM t WHERE n >= ?1 ORDER BY n LIMIT ?2")
+                    .map_err(internal)?;
+                let mut counts = Vec::new();
+                for (from, limit) in [(0, 3), (2, 5), (4, 1), (1, 9)] {
+                    let rows = stmt
+                        .query_map([from, limit], |r| r.get::<_, i64>(0))
+                        .map_err(internal)?;
+                    counts.push(rows.count());
+                }
+                Ok((counts, stmt.get_status(rusqlite::StatementStatus::RePrepare)))
+            })
+            .await
+            .unwrap();
+        assert_eq!(counts, [3, 5, 1, 9]);
+        assert_eq!(reprepares, 0, "each new LIMIT binding re-prepared the statement");
+    }
 
     /// A store file with one table, `t(n)`.
     async fn store() -> (tempfile::TempDir, Arc<Connections>) {
