@@ -249,12 +249,13 @@ fn open_connection(path: &Path, read_only: bool, durability: Durability) -> Stor
     };
     conn.pragma_update(None, "synchronous", sync).map_err(internal)?;
     // Plans never depend on bound values. Otherwise SQLite (3.51) reads a
-    // bound `LIMIT ?n` into the plan, and every new binding of it, that is
-    // every run of a cached claim or log query, expires the statement and
-    // parses and plans it again: a fifth of the server's CPU while retries
-    // came due in `herald-bench isolation --rate 1000` (`perf`), where the
-    // healthy endpoints' latency tail was. Herald's queries name their
-    // indexes and bind no value a plan could use otherwise.
+    // bound `LIMIT ?n` into the plan, and any binding of it, even to the
+    // same value, that is every run of a cached claim or log query, expires
+    // the statement and parses and plans it again: a fifth of the server's
+    // CPU while retries came due in `herald-bench isolation --rate 1000`
+    // (`perf`), where the healthy endpoints' latency tail was. Herald's
+    // queries name their indexes and bind no value a plan could use
+    // otherwise.
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
         .map_err(internal)?;
     conn.pragma_update(None, "foreign_keys", "OFF").map_err(internal)?;
