@@ -2,7 +2,7 @@
 //! full. Reads only; the log is written by the engine.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use herald_domain::attempt::AttemptStatus;
 use herald_domain::cursor::Cursor;
 use herald_domain::ids::{AttemptId, EndpointId, EndpointKind, EventId, TeamId};
@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::auth::TeamCaller;
+use crate::extract::{Path, Query};
 use crate::{ApiError, AppState};
 
 const DEFAULT_LIMIT: usize = 50;

@@ -1,11 +1,10 @@
 //! Who is calling: the admin (platform operator) or a team.
 //!
 //! Keys arrive as `Authorization: Bearer|Token <key>` or bare. The admin key
-//! is compared by hash; team keys are looked up by hash in the store and then
-//! remembered, since a key never changes its team.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! is compared by hash; team keys are looked up by hash in the store on every
+//! request (team requests are not the hot path: publishing takes the admin
+//! key), so a revoked key answers 401 at once on every node. A key's
+//! last use is written at most once per [`TOUCH_EVERY_MS`], in the background.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -15,32 +14,17 @@ use herald_domain::keys::{ApiKey, KeyHash, KeyKind};
 
 use crate::{ApiError, AppState};
 
+/// How stale a team key's `lastUsedAt` may be: a use within this long of
+/// the stored one writes nothing.
+pub const TOUCH_EVERY_MS: i64 = 60_000;
+
 pub struct Keys {
     admin: KeyHash,
-    teams: Mutex<HashMap<String, TeamId>>,
 }
 
 impl Keys {
     pub fn new(admin: KeyHash) -> Self {
-        Self {
-            admin,
-            teams: Mutex::default(),
-        }
-    }
-
-    fn cached_team(&self, hash: &KeyHash) -> Option<TeamId> {
-        self.teams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(hash.as_str())
-            .cloned()
-    }
-
-    fn remember(&self, hash: &KeyHash, team: &TeamId) {
-        self.teams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(hash.as_str().to_owned(), team.clone());
+        Self { admin }
     }
 }
 
@@ -65,12 +49,17 @@ async fn identify(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
     let hash = key.hash();
     match key.kind() {
         KeyKind::Team => {
-            if let Some(team) = state.auth.cached_team(&hash) {
-                return Ok(Caller::Team(team));
+            let used = state.store.team_for_key(&hash).await?.ok_or(ApiError::Unauthorized)?;
+            let now = herald_engine::now_ms();
+            if used.last_used_at.is_none_or(|at| now - at >= TOUCH_EVERY_MS) {
+                let (store, key) = (std::sync::Arc::clone(&state.store), used.key.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = store.touch_team_key(&key, now).await {
+                        tracing::debug!(error = %e, "cannot note a team key's use");
+                    }
+                });
             }
-            let team = state.store.team_for_key(&hash).await?.ok_or(ApiError::Unauthorized)?;
-            state.auth.remember(&hash, &team);
-            Ok(Caller::Team(team))
+            Ok(Caller::Team(used.team))
         }
         KeyKind::Other if hash.matches(&state.auth.admin) => Ok(Caller::Admin),
         KeyKind::Other => Err(ApiError::Unauthorized),

@@ -8,7 +8,7 @@
 //! status, to `failed`.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use herald_domain::ValidationError;
 use herald_domain::bot::{check_meeting_url, check_realtime_events, check_realtime_url};
@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 
 use crate::attempts::ListQuery;
 use crate::auth::{Admin, TeamCaller};
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, Path, Query};
 use crate::{ApiError, AppState};
 
 /// The most events one batch may carry.
@@ -80,6 +80,14 @@ pub async fn create(
     let now = herald_engine::now_ms();
     let id = BotId::generate(now);
     let specs = body.recording_config.map(|c| c.realtime_endpoints).unwrap_or_default();
+    let limit = state.settings.limits.realtime_endpoints_per_bot;
+    if specs.len() > limit {
+        return Err(ApiError::limit_exceeded(
+            "recording_config.realtime_endpoints: a bot's number of real-time endpoints",
+            limit,
+            "HERALD_MAX_REALTIME_ENDPOINTS_PER_BOT",
+        ));
+    }
     let mut endpoints = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         let at = format!("recording_config.realtime_endpoints[{i}]");
@@ -139,47 +147,7 @@ pub async fn publish(
     JsonBody(body): JsonBody<BotEventsBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let bot = BotId::parse(&id).ok_or(ApiError::NotFound("bot"))?;
-    let batch: Vec<(String, Box<RawValue>, String)> = match (body.events, body.event, body.data) {
-        (Some(events), None, None) => {
-            if events.is_empty() || events.len() > MAX_BATCH {
-                return Err(ValidationError::new("events", format!("must hold 1 to {MAX_BATCH} events")).into());
-            }
-            events
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| (e.event, e.data, format!("events[{i}]")))
-                .collect()
-        }
-        (None, Some(event), Some(data)) => vec![(event, data, String::new())],
-        (None, Some(_), None) => return Err(ValidationError::new("data", "missing field `data`").into()),
-        (None, None, _) => {
-            return Err(ValidationError::new("event", "send either `event` and `data`, or `events`").into());
-        }
-        (Some(_), _, _) => {
-            return Err(ValidationError::new("events", "send either `event` and `data`, or `events`, not both").into());
-        }
-    };
-    let now = herald_engine::now_ms();
-    let mut events = Vec::with_capacity(batch.len());
-    for (name, data, at) in batch {
-        let field = if at.is_empty() {
-            "event".to_owned()
-        } else {
-            format!("{at}.event")
-        };
-        let event_type = EventType::parse(&name)
-            .filter(|t| t.is_realtime())
-            .ok_or_else(|| ApiError::BadRequest {
-                code: "unknown_event_type",
-                message: format!("{field}: unknown real-time event `{name}`"),
-            })?;
-        events.push(NewBotEvent {
-            id: EventId::generate(now),
-            event_type,
-            created_at: now,
-            data: data.get().to_owned(),
-        });
-    }
+    let events = bot_events(body, herald_engine::now_ms())?;
     if !state.engine.has_room() {
         state
             .engine
@@ -210,6 +178,59 @@ pub async fn publish(
             Ok((StatusCode::ACCEPTED, Json(json!({ "data": data }))))
         }
     }
+}
+
+/// A bot-events body as bytes, parsed and checked into the events to store:
+/// what `POST /api/v1/bot/{botId}/events` does before it touches the store
+/// (and what the fuzz target `bot_events` drives).
+pub fn parse_bot_events(bytes: &[u8], now: i64) -> Result<Vec<NewBotEvent>, ApiError> {
+    crate::extract::parse(bytes).and_then(|body| bot_events(body, now))
+}
+
+/// The events a bot-events body makes at `now` (one, or a batch in
+/// production order), or the error that answers it.
+fn bot_events(body: BotEventsBody, now: i64) -> Result<Vec<NewBotEvent>, ApiError> {
+    let batch: Vec<(String, Box<RawValue>, String)> = match (body.events, body.event, body.data) {
+        (Some(events), None, None) => {
+            if events.is_empty() || events.len() > MAX_BATCH {
+                return Err(ValidationError::new("events", format!("must hold 1 to {MAX_BATCH} events")).into());
+            }
+            events
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| (e.event, e.data, format!("events[{i}]")))
+                .collect()
+        }
+        (None, Some(event), Some(data)) => vec![(event, data, String::new())],
+        (None, Some(_), None) => return Err(ValidationError::new("data", "missing field `data`").into()),
+        (None, None, _) => {
+            return Err(ValidationError::new("event", "send either `event` and `data`, or `events`").into());
+        }
+        (Some(_), _, _) => {
+            return Err(ValidationError::new("events", "send either `event` and `data`, or `events`, not both").into());
+        }
+    };
+    let mut events = Vec::with_capacity(batch.len());
+    for (name, data, at) in batch {
+        let field = if at.is_empty() {
+            "event".to_owned()
+        } else {
+            format!("{at}.event")
+        };
+        let event_type = EventType::parse(&name)
+            .filter(|t| t.is_realtime())
+            .ok_or_else(|| ApiError::BadRequest {
+                code: "unknown_event_type",
+                message: format!("{field}: unknown real-time event `{name}`"),
+            })?;
+        events.push(NewBotEvent {
+            id: EventId::generate(now),
+            event_type,
+            created_at: now,
+            data: data.get().to_owned(),
+        });
+    }
+    Ok(events)
 }
 
 pub async fn list_attempts(

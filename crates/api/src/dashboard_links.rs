@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use herald_domain::dashboard::{Token, sign_in_url};
 use herald_domain::ids::TeamId;
@@ -17,6 +17,7 @@ use herald_store::{Store, StoreResult};
 use serde_json::{Value, json};
 
 use crate::auth::Admin;
+use crate::extract::Path;
 use crate::{ApiError, AppState};
 
 /// A minted link: the absolute URL to hand to a person, and when it expires

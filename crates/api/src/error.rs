@@ -19,6 +19,8 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("{0} not found")]
     NotFound(&'static str),
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
     #[error("{0}")]
     Conflict(String),
     #[error("request body is larger than {0} bytes")]
@@ -34,11 +36,25 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// 422 `limit_exceeded`, with the limit and its setting in the message.
+    pub fn limit_exceeded(what: &str, limit: usize, setting: &str) -> Self {
+        Self::Unprocessable {
+            code: "limit_exceeded",
+            message: format!("{what} is limited to {limit} ({setting})"),
+        }
+    }
+
     pub fn invalid(e: ValidationError) -> Self {
         Self::BadRequest {
             code: "invalid_field",
             message: e.to_string(),
         }
+    }
+
+    /// Whether this answers the client's own mistake (4xx), not Herald's
+    /// state (5xx).
+    pub fn is_client_error(&self) -> bool {
+        self.parts().0.is_client_error()
     }
 
     fn parts(&self) -> (StatusCode, &'static str) {
@@ -47,6 +63,7 @@ impl ApiError {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
@@ -102,8 +119,6 @@ pub async fn not_found() -> ApiError {
     ApiError::NotFound("route")
 }
 
-pub async fn method_not_allowed() -> Response {
-    let body =
-        serde_json::json!({ "error": { "code": "method_not_allowed", "message": "method not allowed on this path" } });
-    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }

@@ -36,46 +36,12 @@ pub async fn publish(
     _: Admin,
     JsonBody(body): JsonBody<PublishBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let event_type = EventType::parse(&body.event_type).ok_or_else(|| ApiError::BadRequest {
-        code: "unknown_event_type",
-        message: format!("eventType: unknown event type `{}`", body.event_type),
-    })?;
-    if !event_type.is_team_webhook_type() {
-        return Err(ApiError::BadRequest {
-            code: "unknown_event_type",
-            message: format!(
-                "eventType: `{}` is a real-time bot event; publish it to /api/v1/bot/{{botId}}/events",
-                body.event_type
-            ),
-        });
-    }
-    let routing = check_meeting_completed(&body.data)?;
-    let now = herald_engine::now_ms();
-    let (id, id_given) = match &body.id {
-        Some(raw) => (
-            EventId::parse(raw).map_err(|why| ApiError::BadRequest {
-                code: "invalid_field",
-                message: format!("id: {why}"),
-            })?,
-            true,
-        ),
-        None => (EventId::generate(now), false),
-    };
-    tracing::Span::current().record("event_id", id.as_str());
+    let event = new_event(body, herald_engine::now_ms())?;
+    tracing::Span::current().record("event_id", event.id.as_str());
     if !state.engine.has_room() || !state.engine.retries_admit_publish() {
         state.engine.metrics().publishes_shed.fetch_add(1, Relaxed);
         return Err(ApiError::Overloaded { retry_after_s: 1 });
     }
-    let event = NewEvent {
-        body: Bytes::from(team_event_body(id.as_str(), event_type, now, &body.data)),
-        id,
-        id_given,
-        team_id: routing.team_id,
-        account_id: routing.account_id,
-        event_type,
-        created_at: now,
-        data: body.data.get().to_owned(),
-    };
     match state.store.publish(event, &state.engine.new_lease()).await? {
         PublishOutcome::Created { event, deliveries } => {
             let metrics = state.engine.metrics();
@@ -97,6 +63,51 @@ pub async fn publish(
             message: "data.organization.accountId: the team belongs to another account".into(),
         }),
     }
+}
+
+/// A publish body as bytes, parsed and checked into the event to store: what
+/// `POST /api/v1/events` does before it touches the store (and what the
+/// fuzz target `publish_body` drives).
+pub fn parse_publish(bytes: &[u8], now: i64) -> Result<NewEvent, ApiError> {
+    crate::extract::parse(bytes).and_then(|body| new_event(body, now))
+}
+
+/// The event a publish body makes at `now`, or the error that answers it.
+fn new_event(body: PublishBody, now: i64) -> Result<NewEvent, ApiError> {
+    let event_type = EventType::parse(&body.event_type).ok_or_else(|| ApiError::BadRequest {
+        code: "unknown_event_type",
+        message: format!("eventType: unknown event type `{}`", body.event_type),
+    })?;
+    if !event_type.is_team_webhook_type() {
+        return Err(ApiError::BadRequest {
+            code: "unknown_event_type",
+            message: format!(
+                "eventType: `{}` is a real-time bot event; publish it to /api/v1/bot/{{botId}}/events",
+                body.event_type
+            ),
+        });
+    }
+    let routing = check_meeting_completed(&body.data)?;
+    let (id, id_given) = match &body.id {
+        Some(raw) => (
+            EventId::parse(raw).map_err(|why| ApiError::BadRequest {
+                code: "invalid_field",
+                message: format!("id: {why}"),
+            })?,
+            true,
+        ),
+        None => (EventId::generate(now), false),
+    };
+    Ok(NewEvent {
+        body: Bytes::from(team_event_body(id.as_str(), event_type, now, &body.data)),
+        id,
+        id_given,
+        team_id: routing.team_id,
+        account_id: routing.account_id,
+        event_type,
+        created_at: now,
+        data: body.data.get().to_owned(),
+    })
 }
 
 fn event_json(event: &StoredEvent) -> Value {

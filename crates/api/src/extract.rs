@@ -1,9 +1,12 @@
-//! Request-body extraction with the contract's errors: 400 naming the field
-//! for bad JSON, 413 for a body over the limit.
+//! Request extraction with the contract's errors, so that every rejection
+//! answers the one error JSON: 400 naming the field for bad JSON, a body that
+//! is not an object or JSON nested over 128 levels, 413 for a body over the
+//! limit, 400 for a query string or path that does not parse.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use herald_domain::event::strip_position;
 use serde::de::DeserializeOwned;
 
@@ -39,6 +42,21 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             message: "request body is empty; expected a JSON object".into(),
         });
     }
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::BadRequest {
+            code: "malformed_json",
+            message: "body: expected a JSON object".into(),
+        });
+    }
+    if herald_domain::json::nests_deeper_than(bytes, herald_domain::json::MAX_DEPTH) {
+        return Err(ApiError::BadRequest {
+            code: "too_deep",
+            message: format!(
+                "body: JSON nested more than {} levels deep",
+                herald_domain::json::MAX_DEPTH
+            ),
+        });
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -66,4 +84,46 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         message: format!("malformed JSON: {e}"),
     })?;
     Ok(value)
+}
+
+/// Like `axum::extract::Query`, but a query string that does not parse
+/// (`?limit=1&limit=2`, `?limit=x`) answers the error JSON.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|rejection| {
+                let text = rejection.body_text();
+                let why = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                ApiError::BadRequest {
+                    code: "invalid_query",
+                    message: format!("query string: {why}"),
+                }
+            })
+    }
+}
+
+/// Like `axum::extract::Path`, but a path segment that does not decode
+/// answers the error JSON.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Self(p.0))
+            .map_err(|rejection| ApiError::BadRequest {
+                code: "invalid_path",
+                message: format!("path: {}", rejection.body_text()),
+            })
+    }
 }

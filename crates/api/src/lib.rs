@@ -25,6 +25,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use herald_domain::keys::KeyHash;
+use herald_domain::limits::Limits;
 use herald_domain::target::TargetPolicy;
 use herald_engine::Engine;
 use herald_store::Store;
@@ -62,6 +63,8 @@ pub struct ApiSettings {
     pub public_url: String,
     /// How long a dashboard sign-in link works.
     pub dashboard_link_ttl: Duration,
+    /// What one team or bot may hold.
+    pub limits: Limits,
 }
 
 impl AppState {
@@ -84,7 +87,14 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/api/v1/accounts", post(accounts::create_account))
         .route("/api/v1/accounts/{account_id}/teams", post(accounts::create_team))
-        .route("/api/v1/teams/{team_id}/keys", post(accounts::create_team_key))
+        .route(
+            "/api/v1/teams/{team_id}/keys",
+            post(accounts::create_team_key).get(accounts::list_team_keys),
+        )
+        .route(
+            "/api/v1/teams/{team_id}/keys/{key_id}",
+            axum::routing::delete(accounts::delete_team_key),
+        )
         .route("/api/v1/teams/{team_id}/dashboard-links", post(dashboard_links::create))
         .route("/api/v1/events", post(events::publish))
         .route("/api/v1/webhooks", post(webhooks::create).get(webhooks::list))

@@ -8,7 +8,7 @@
 //! its own series of attempts, marked `manual` in the log.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use herald_domain::ValidationError;
 use herald_domain::ids::{EndpointId, EndpointKind, EventId};
@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::TeamCaller;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, Path};
 use crate::{ApiError, AppState};
 
 #[derive(Deserialize)]
@@ -76,7 +76,14 @@ pub async fn create(
         secret: Secret::generate(),
         created_at: now,
     };
-    state.store.create_endpoint(&webhook).await?;
+    let limit = state.settings.limits.webhooks_per_team;
+    if !state.store.create_endpoint(&webhook, limit).await? {
+        return Err(ApiError::limit_exceeded(
+            "a team's number of webhooks",
+            limit,
+            "HERALD_MAX_WEBHOOKS_PER_TEAM",
+        ));
+    }
     Ok((StatusCode::CREATED, Json(webhook_json(&webhook))))
 }
 

@@ -6,11 +6,12 @@
 //! changes their status, to failed.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use herald_domain::ids::{AttemptId, BotId, EndpointId, EndpointKind};
 use herald_store::{Bot, Endpoint};
 use maud::{Markup, html};
 
+use crate::extract::{Path, Query};
 use crate::format::{mask_url, pretty_body};
 use crate::log::{self, Filter, LogQuery, LogTarget};
 use crate::session::Session;

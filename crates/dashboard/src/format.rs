@@ -90,19 +90,31 @@ fn civil(ms: i64) -> (String, (i64, i64, i64), i64) {
     )
 }
 
+/// JSON nested deeper than this is shown as sent, not indented.
+pub const PRETTY_MAX_DEPTH: usize = herald_domain::json::MAX_DEPTH;
+
+/// Indenting that would make more text than this shows the body as sent.
+/// Indentation grows with depth, so a stored 64 KiB body of nested brackets
+/// became a 2 GB page before this bound.
+pub const PRETTY_MAX_BYTES: usize = 512 * 1024;
+
 /// A body for reading: JSON indented by two spaces with its keys in the order
 /// sent (re-indenting the text rather than parsing into a map, which would
-/// sort them); anything else as text.
+/// sort them); anything else, and JSON past [`PRETTY_MAX_DEPTH`] or whose
+/// indented form would pass [`PRETTY_MAX_BYTES`], as text.
 pub fn pretty_body(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
-    if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
+    if herald_domain::json::nests_deeper_than(bytes, PRETTY_MAX_DEPTH)
+        || serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err()
+    {
         return text.into_owned();
     }
-    indent_json(&text)
+    indent_json(&text, PRETTY_MAX_BYTES).unwrap_or_else(|| text.into_owned())
 }
 
-fn indent_json(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 2);
+/// `text` indented, or `None` once the result would pass `max_bytes`.
+fn indent_json(text: &str, max_bytes: usize) -> Option<String> {
+    let mut out = String::with_capacity(text.len().saturating_mul(2).min(max_bytes));
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
@@ -112,6 +124,9 @@ fn indent_json(text: &str) -> String {
         out.push_str(&"  ".repeat(depth));
     };
     while let Some(c) = chars.next() {
+        if out.len() > max_bytes {
+            return None;
+        }
         if in_string {
             out.push(c);
             match (escaped, c) {
@@ -155,7 +170,7 @@ fn indent_json(text: &str) -> String {
             c => out.push(c),
         }
     }
-    out
+    (out.len() <= max_bytes).then_some(out)
 }
 
 #[cfg(test)]
@@ -199,5 +214,19 @@ mod tests {
             "{\n  \"z\": 1,\n  \"a\": {\n    \"b\": [\n      1,\n      2\n    ],\n    \"e\": {}\n  },\n  \"s\": \"x,{y}: \\\"q\\\"\"\n}"
         );
         assert_eq!(pretty_body(b"not json <b>"), "not json <b>");
+    }
+
+    #[test]
+    fn deep_or_huge_json_is_shown_as_sent() {
+        let deep = format!("{}{}", "[".repeat(32_000), "]".repeat(32_000));
+        assert_eq!(pretty_body(deep.as_bytes()), deep);
+        let just_deep_enough = format!("{}{}", "[".repeat(PRETTY_MAX_DEPTH), "]".repeat(PRETTY_MAX_DEPTH));
+        assert!(pretty_body(just_deep_enough.as_bytes()).contains("\n  ["));
+        // 100 levels, then 20,000 short items: every item a line indented
+        // 200 spaces, about 4 MB indented.
+        let wide = format!("{}{}{}", "[".repeat(100), vec!["1"; 20_000].join(","), "]".repeat(100));
+        let shown = pretty_body(wide.as_bytes());
+        assert_eq!(shown, wide);
+        assert!(shown.len() <= PRETTY_MAX_BYTES);
     }
 }

@@ -19,6 +19,7 @@
 mod assets;
 mod bots;
 mod error;
+mod extract;
 mod format;
 mod log;
 mod session;
@@ -37,6 +38,7 @@ use herald_engine::Engine;
 use herald_store::Store;
 
 pub use error::DashboardError;
+pub use format::{PRETTY_MAX_BYTES, pretty_body};
 
 /// What every dashboard handler can reach.
 #[derive(Clone)]
@@ -56,6 +58,8 @@ pub struct DashboardSettings {
     pub target_policy: TargetPolicy,
     /// How long a session lasts after sign-in.
     pub session_ttl: Duration,
+    /// What one team may hold, as in the API.
+    pub limits: herald_domain::limits::Limits,
 }
 
 impl DashboardState {

@@ -9,7 +9,7 @@
 //! field `_csrf` or header `x-csrf-token`) is not the session's.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -18,6 +18,7 @@ use herald_domain::ids::TeamId;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::extract::Query;
 use crate::{DashboardError, DashboardState, views};
 
 const COOKIE: &str = "herald_session";

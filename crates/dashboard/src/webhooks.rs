@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use bytes::Bytes;
@@ -23,6 +23,7 @@ use herald_store::{Endpoint, ManualOutcome, NewEvent, WebhookPatch};
 use maud::{Markup, html};
 use serde_json::value::RawValue;
 
+use crate::extract::{Path, Query};
 use crate::format::{MASK, mask_url};
 use crate::log::{self, Filter, LogQuery, LogTarget};
 use crate::session::{Protected, Session};
@@ -143,7 +144,15 @@ pub async fn create(
         metadata: "{}".into(),
         created_at: now,
     };
-    state.store.create_endpoint(&webhook).await?;
+    let limit = state.settings.limits.webhooks_per_team;
+    if !state.store.create_endpoint(&webhook, limit).await? {
+        let chrome = Chrome::load(&state, &session).await?;
+        let errors = BTreeMap::from([(
+            LIMIT_ERROR,
+            format!("This team already has {limit} webhooks, the most it may have. Delete one to make room."),
+        )]);
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, create_page(&chrome, &draft, &errors)).into_response());
+    }
     Ok(Redirect::to(&format!("/webhooks/{}?notice=created", webhook.id)).into_response())
 }
 
@@ -408,6 +417,10 @@ impl Draft {
     }
 }
 
+/// The key of the Create form's error that belongs to no field: the team is
+/// at its webhook limit.
+const LIMIT_ERROR: &str = "limit";
+
 fn create_page(chrome: &Chrome, draft: &Draft, errors: &BTreeMap<&'static str, String>) -> Markup {
     let error = |field: &str| errors.get(field).cloned();
     let team_types: Vec<EventType> = EventType::ALL
@@ -425,7 +438,9 @@ fn create_page(chrome: &Chrome, draft: &Draft, errors: &BTreeMap<&'static str, S
         section.card.form-card {
             form method="post" action="/webhooks" id="create-form" novalidate {
                 (csrf_input(&chrome.csrf))
-                @if !errors.is_empty() {
+                @if let Some(message) = error(LIMIT_ERROR) {
+                    div.notice.notice-warning role="alert" { (message) }
+                } @else if !errors.is_empty() {
                     div.notice.notice-warning role="alert" { "Please fix the highlighted fields." }
                 }
                 div.field.invalid[error("name").is_some()] {

@@ -86,3 +86,10 @@ impl AttemptStatus {
 
 /// Response bodies are kept up to this many bytes.
 pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
+
+/// Response headers are kept up to this many bytes of names and values.
+pub const MAX_RESPONSE_HEADERS: usize = 16 * 1024;
+
+/// The name of the pair that ends a response's kept headers when some were
+/// cut at [`MAX_RESPONSE_HEADERS`]; its value says how many.
+pub const CUT_HEADERS_MARK: &str = "x-herald-headers-cut";

@@ -56,6 +56,7 @@ pub fn check_realtime_url(raw: &str, field: &str, policy: TargetPolicy) -> Resul
 
 /// A meeting URL: an absolute http(s) URL.
 pub fn check_meeting_url(raw: &str) -> Result<String, ValidationError> {
+    crate::error::refuse_nul("meeting_url", raw)?;
     let url =
         url::Url::parse(raw.trim()).map_err(|_| ValidationError::new("meeting_url", "must be an absolute URL"))?;
     if !matches!(url.scheme(), "http" | "https") {

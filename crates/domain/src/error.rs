@@ -18,3 +18,17 @@ impl ValidationError {
         }
     }
 }
+
+/// Refuses a NUL character (`\u0000`) in a name, URL or id. JSON carries it
+/// legally, but PostgreSQL's text cannot hold it, and no name or URL needs
+/// one: both stores answer the same 400 naming the field. (Event data and
+/// metadata keep it: they are stored as the JSON text, escapes and all.)
+pub fn refuse_nul(field: &str, value: &str) -> Result<(), ValidationError> {
+    if value.contains('\0') {
+        return Err(ValidationError::new(
+            field,
+            "must not contain a NUL character (\\u0000)",
+        ));
+    }
+    Ok(())
+}

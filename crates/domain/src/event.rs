@@ -189,6 +189,11 @@ pub fn check_meeting_completed(data: &RawValue) -> Result<MeetingRouting, Valida
         if value.trim().is_empty() {
             return Err(ValidationError::new(field, "must not be empty"));
         }
+        // The ids a publish is routed by are looked up as text; the rest of
+        // `data`, `meeting.id` included, is kept as sent.
+        if field.starts_with("data.organization.") {
+            crate::error::refuse_nul(field, value)?;
+        }
     }
     let _ = parsed.assets;
     Ok(MeetingRouting {

@@ -106,6 +106,11 @@ prefixed_id!(
     /// A bot's transcript: one per bot.
     TranscriptId, "tr"
 );
+prefixed_id!(
+    /// A team key (`key_…`), by which it is listed and revoked; the key
+    /// itself (`hk_…`) is shown once and stored only as a hash.
+    KeyId, "key"
+);
 
 /// An endpoint that receives deliveries: a team webhook (`wh_…`) or a bot's
 /// real-time endpoint (`rte_…`). The engine treats both alike; the prefix says

@@ -7,7 +7,7 @@
 //! operating system through [`random_bytes`], ids from a CSPRNG it seeds.
 //!
 //! What lives here: prefixed ids ([`ids`]), API keys ([`keys`]), event types and
-//! the bodies delivered for them ([`event`]), webhook validation
+//! the bodies delivered for them ([`event`]), JSON nesting depth ([`json`]), per-tenant limits ([`limits`]), webhook validation
 //! ([`webhook`]), the target-URL rules ([`target`]), Standard Webhooks signing
 //! ([`signing`]), the retry policies ([`retry`]), attempt outcomes
 //! ([`attempt`]), pagination cursors ([`cursor`]) and the dashboard's link and
@@ -20,7 +20,9 @@ pub mod dashboard;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod json;
 pub mod keys;
+pub mod limits;
 pub mod retry;
 pub mod signing;
 pub mod target;

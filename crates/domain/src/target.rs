@@ -43,6 +43,11 @@ pub fn check_url(raw: &str, policy: TargetPolicy) -> Result<url::Url, TargetErro
     if raw.len() > 2048 {
         return Err(TargetError::TooLong);
     }
+    // The URL parser would percent-encode a NUL; the URL is stored and sent
+    // as given, so it is refused instead (PostgreSQL's text cannot hold it).
+    if raw.contains('\0') {
+        return Err(TargetError::Invalid);
+    }
     let url = url::Url::parse(raw).map_err(|_| TargetError::Invalid)?;
     let insecure = policy == TargetPolicy::AllowInsecure;
     match url.scheme() {
@@ -74,6 +79,38 @@ pub fn check_url(raw: &str, policy: TargetPolicy) -> Result<url::Url, TargetErro
         }
     }
     Ok(url)
+}
+
+/// The path and query of `raw` exactly as written, for the request line:
+/// contract §5 sends the URL byte for byte, so there is no dot-segment
+/// removal and nothing already percent-encoded is encoded again (`%7C`,
+/// even a stray `%zz`, stays). Only bytes that may not stand in a request
+/// line (controls, space, `"<>\^`{|}`, non-ASCII) are percent-encoded. The
+/// fragment is not sent. An empty path is `/`.
+///
+/// The scheme and authority are not taken from here: the sender uses the
+/// checked, parsed URL's, so the host connected to is the one the target
+/// rules passed.
+pub fn path_and_query(raw: &str) -> String {
+    let after_scheme = raw.find("://").map_or(0, |i| i + 3);
+    let rest = &raw[after_scheme..];
+    let authority_end = rest.find(['/', '\\', '?', '#']).unwrap_or(rest.len());
+    let rest = &rest[authority_end..];
+    let rest = rest.split_once('#').map_or(rest, |(before, _)| before);
+    let mut out = String::with_capacity(rest.len() + 1);
+    if !rest.starts_with('/') {
+        out.push('/');
+    }
+    for &b in rest.as_bytes() {
+        let allowed =
+            b.is_ascii_graphic() && !matches!(b, b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}');
+        if allowed {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn check_ip(ip: IpAddr) -> Result<(), TargetError> {
@@ -149,6 +186,24 @@ mod tests {
     use proptest::prelude::*;
 
     const STRICT: TargetPolicy = TargetPolicy::PublicHttpsOnly;
+
+    #[test]
+    fn the_path_and_query_are_sent_as_written() {
+        assert_eq!(
+            path_and_query("http://127.0.0.1:9/ok/./a/../b?token=a%7Cb&x=%zz#frag"),
+            "/ok/./a/../b?token=a%7Cb&x=%zz"
+        );
+        assert_eq!(path_and_query("https://h.example.com"), "/");
+        assert_eq!(path_and_query("https://h.example.com?a=1"), "/?a=1");
+        assert_eq!(
+            path_and_query("https://h.example.com/a b/\"|é?q={x}"),
+            "/a%20b/%22%7C%C3%A9?q=%7Bx%7D"
+        );
+        assert_eq!(
+            path_and_query("https://u:p@h.example.com:8443/x/%2e%2E/y"),
+            "/x/%2e%2E/y"
+        );
+    }
 
     #[test]
     fn public_https_urls_are_accepted_byte_for_byte() {

@@ -34,6 +34,7 @@ impl EndpointStatus {
 
 /// A name for a webhook: trimmed, 1 to 200 characters.
 pub fn check_name(raw: &str) -> Result<String, ValidationError> {
+    crate::error::refuse_nul("name", raw)?;
     let name = raw.trim();
     if name.is_empty() {
         return Err(ValidationError::new("name", "must not be empty"));

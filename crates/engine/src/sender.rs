@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use foldhash::HashMap;
-use herald_domain::attempt::{AttemptOutcome, MAX_RESPONSE_BODY};
+use herald_domain::attempt::{AttemptOutcome, CUT_HEADERS_MARK, MAX_RESPONSE_BODY, MAX_RESPONSE_HEADERS};
 use herald_domain::signing::{self, Secret, Signer};
 use herald_domain::target::{TargetPolicy, is_public_ip};
 use herald_store::{ClaimedDelivery, ResponseRecord};
@@ -65,6 +65,42 @@ pub struct Sender {
     /// Signers already keyed, by endpoint secret (see [`Sender::signer`]).
     /// Emptied when it grows past [`PARSED_URLS`].
     signers: Mutex<HashMap<String, Signer>>,
+    /// TLS failures belong in the attempt log; the server log says at most
+    /// once a minute how many there were.
+    tls_failures: SparseLog,
+}
+
+/// Counts events and lets one log line through per period, carrying the
+/// count since the last line: a team whose endpoint fails TLS on every
+/// attempt cannot fill the operator's log.
+#[derive(Debug)]
+pub struct SparseLog {
+    period: Duration,
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl SparseLog {
+    pub fn new(period: Duration) -> Self {
+        Self {
+            period,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// Counts one event at `now`; returns the count to log, if a line is due.
+    pub fn note(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.1 += 1;
+        let due = state
+            .0
+            .is_none_or(|last| now.saturating_duration_since(last) >= self.period);
+        if !due {
+            return None;
+        }
+        let count = state.1;
+        *state = (Some(now), 0);
+        Some(count)
+    }
 }
 
 /// How many parsed target URLs (and keyed signers) the sender keeps.
@@ -160,6 +196,7 @@ impl Sender {
             user_agent,
             parsed: Mutex::default(),
             signers: Mutex::default(),
+            tls_failures: SparseLog::new(Duration::from_secs(60)),
         })
     }
 
@@ -187,7 +224,19 @@ impl Sender {
                 };
                 (outcome, Some(response))
             }
-            Err(outcome) => (outcome, None),
+            Err(outcome) => {
+                if let AttemptOutcome::Tls(why) = &outcome
+                    && let Some(count) = self.tls_failures.note(Instant::now())
+                {
+                    tracing::warn!(
+                        count,
+                        last_endpoint = %job.endpoint_id,
+                        last_error = %why,
+                        "attempts failed their TLS handshake since the last such line (each is in its attempt log)"
+                    );
+                }
+                (outcome, None)
+            }
         };
         SentAttempt {
             outcome,
@@ -235,8 +284,9 @@ impl Sender {
 
     /// The URL rules, again at send time: hosts written as IP literals never
     /// reach the guarded resolver, and `check_url` refuses the internal ones.
-    /// The URL is sent as `url` writes it (hosts in punycode, paths
-    /// percent-encoded).
+    /// The scheme and host are the checked URL's (hosts in punycode); the
+    /// path and query go byte for byte as the endpoint's URL writes them
+    /// (contract §5: no dot-segment removal, no re-encoding).
     fn check_target(&self, url: &str) -> Result<Uri, AttemptOutcome> {
         let parsed = if self.policy == TargetPolicy::AllowInsecure {
             url::Url::parse(url).map_err(|e| AttemptOutcome::Other(format!("invalid URL: {e}")))?
@@ -244,7 +294,9 @@ impl Sender {
             herald_domain::target::check_url(url, self.policy)
                 .map_err(|e| AttemptOutcome::RefusedTarget(format!("the URL {e}")))?
         };
-        Uri::try_from(parsed.as_str()).map_err(|e| AttemptOutcome::Other(format!("invalid URL: {e}")))
+        let origin = &parsed[..url::Position::BeforePath];
+        let exact = format!("{origin}{}", herald_domain::target::path_and_query(url));
+        Uri::try_from(exact).map_err(|e| AttemptOutcome::Other(format!("invalid URL: {e}")))
     }
 
     async fn send(&self, target: Uri, headers: HeaderMap, body: Bytes) -> Result<ResponseRecord, AttemptOutcome> {
@@ -255,7 +307,7 @@ impl Sender {
         let exchange = async {
             let response = self.client.request(request).await?;
             let status = response.status().as_u16();
-            let headers = header_pairs(response.headers());
+            let headers = kept_headers(response.headers());
             let mut incoming = response.into_body();
             let mut body = Vec::new();
             while body.len() < MAX_RESPONSE_BODY {
@@ -307,6 +359,35 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// A response's headers as the log keeps them: whole headers, in order,
+/// while they fit in [`MAX_RESPONSE_HEADERS`] bytes (name and value); past
+/// that, one last pair says how many were cut, as a body is cut at
+/// `MAX_RESPONSE_BODY`. A receiver could otherwise put 90 headers of 4,000
+/// bytes into every row of the log.
+fn kept_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    let mut kept = Vec::with_capacity(headers.len().min(64));
+    let mut size = 0usize;
+    let mut cut = 0usize;
+    for (name, value) in headers {
+        size += name.as_str().len() + value.len();
+        if size > MAX_RESPONSE_HEADERS {
+            cut += 1;
+            continue;
+        }
+        kept.push((
+            name.as_str().to_owned(),
+            String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        ));
+    }
+    if cut > 0 {
+        kept.push((
+            CUT_HEADERS_MARK.to_owned(),
+            format!("{cut} more headers not kept (the log keeps {MAX_RESPONSE_HEADERS} bytes of headers)"),
+        ));
+    }
+    kept
 }
 
 /// Sorts a client error into the outcome the retry policy and the log use.
@@ -406,6 +487,71 @@ mod tests {
         }
         socket.write_all(&response).await.expect("write");
         request
+    }
+
+    #[test]
+    fn a_sparse_log_lets_one_line_a_period_through_with_the_count() {
+        let log = SparseLog::new(Duration::from_secs(60));
+        let start = Instant::now();
+        assert_eq!(log.note(start), Some(1));
+        let through: Vec<u64> = (1..=1_000)
+            .filter_map(|i| log.note(start + Duration::from_millis(i * 10)))
+            .collect();
+        assert!(through.is_empty(), "{through:?}");
+        assert_eq!(log.note(start + Duration::from_secs(61)), Some(1_001));
+    }
+
+    #[tokio::test]
+    async fn response_headers_are_kept_up_to_16_kib_and_marked_as_cut() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mut response = String::from("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n");
+        for i in 0..90 {
+            response.push_str(&format!("x-pad{i:02}: {}\r\n", "v".repeat(4_000)));
+        }
+        response.push_str("\r\n");
+        let server = tokio::spawn(serve_once(listener, response.into_bytes()));
+        let job = job(format!("http://127.0.0.1:{port}/h"), Secret::generate(), b"{}");
+
+        let sent = sender(TargetPolicy::AllowInsecure)
+            .attempt(&job, 1_700_000_000_123)
+            .await;
+        server.await.expect("server");
+
+        let headers = sent.response.expect("a response").headers;
+        let size: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        assert!(size <= MAX_RESPONSE_HEADERS + 200, "{size} bytes kept");
+        let (last_name, last_value) = headers.last().expect("headers");
+        assert_eq!(last_name, CUT_HEADERS_MARK);
+        let cut: usize = last_value
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("a count");
+        let kept = headers.iter().filter(|(k, _)| k.starts_with("x-pad")).count();
+        assert_eq!((kept, cut), (4, 86), "{last_value}");
+        assert!(headers.contains(&("content-length".into(), "0".into())));
+    }
+
+    #[tokio::test]
+    async fn the_url_goes_byte_for_byte() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = tokio::spawn(serve_once(listener, b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()));
+        let job = job(
+            format!("http://127.0.0.1:{port}/ok/./a/../b?token=a%7Cb&x=%zz"),
+            Secret::generate(),
+            b"{}",
+        );
+        let sent = sender(TargetPolicy::AllowInsecure)
+            .attempt(&job, 1_700_000_000_123)
+            .await;
+        assert_eq!(sent.outcome, AttemptOutcome::Success(204));
+        let request = String::from_utf8(server.await.expect("server")).expect("text");
+        assert!(
+            request.starts_with("POST /ok/./a/../b?token=a%7Cb&x=%zz HTTP/1.1\r\n"),
+            "{request}"
+        );
     }
 
     #[tokio::test]

@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use herald_domain::dashboard::{LINK_TTL_MS, SESSION_TTL_MS, check_public_url};
+use herald_domain::limits::Limits;
 use herald_domain::retry::RetryPolicy;
 use herald_domain::target::TargetPolicy;
 use herald_engine::{DEFAULT_ENDPOINT_CONCURRENCY, EngineConfig};
 use herald_store::sqlite::Durability;
+
+use crate::serve::ServeLimits;
 
 /// Where the data lives.
 #[derive(Debug, Clone)]
@@ -53,6 +56,10 @@ pub struct Config {
     /// Pins the attempt capacity publish admission assumes, instead of
     /// learning it as the server runs; tests use it.
     pub retry_capacity_per_s: Option<f64>,
+    /// What one team or bot may hold.
+    pub limits: Limits,
+    /// The bounds on client connections.
+    pub serve_limits: ServeLimits,
 }
 
 impl Config {
@@ -74,6 +81,11 @@ impl Config {
             dashboard_link_ttl: Duration::from_millis(LINK_TTL_MS as u64),
             dashboard_session_ttl: Duration::from_millis(SESSION_TTL_MS as u64),
             retry_capacity_per_s: None,
+            limits: Limits::default(),
+            serve_limits: ServeLimits {
+                header_timeout: ServeLimits::DEFAULT_HEADER_TIMEOUT,
+                max_connections: ServeLimits::default_max_connections(open_file_limit()),
+            },
         }
     }
 
@@ -144,6 +156,27 @@ pub struct ServeArgs {
     /// it when several processes share one machine's cores.
     #[arg(long, env = "HERALD_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,
+    /// The most team webhooks one team may have.
+    #[arg(long, env = "HERALD_MAX_WEBHOOKS_PER_TEAM", default_value_t = Limits::DEFAULT_WEBHOOKS_PER_TEAM)]
+    pub max_webhooks_per_team: usize,
+    /// How long a request's headers may take to arrive, and a keep-alive
+    /// connection may wait for its next request, in milliseconds.
+    #[arg(long, env = "HERALD_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// The most client connections open at once; default three quarters of
+    /// the open-file limit (at most 100,000).
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// The most real-time endpoints one bot may have.
+    #[arg(long, env = "HERALD_MAX_REALTIME_ENDPOINTS_PER_BOT", default_value_t = Limits::DEFAULT_REALTIME_ENDPOINTS_PER_BOT)]
+    pub max_realtime_endpoints_per_bot: usize,
+}
+
+/// This process's open-file (descriptor) limit.
+pub fn open_file_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX)
 }
 
 /// Accepts the usual spellings of a boolean setting.
@@ -180,6 +213,14 @@ impl ServeArgs {
         {
             bail!("HERALD_ADMIN_KEY / --admin-key: must be at least 16 characters without spaces");
         }
+        if let Some(key) = &self.admin_key
+            && key.starts_with(herald_domain::keys::TEAM_KEY_PREFIX)
+        {
+            bail!(
+                "HERALD_ADMIN_KEY / --admin-key: must not start with `{}`, which marks team keys (it could never be used as the admin key)",
+                herald_domain::keys::TEAM_KEY_PREFIX
+            );
+        }
         let mut config = Config::new(database);
         config.listen = listen;
         config.admin_key = self.admin_key.clone();
@@ -195,6 +236,29 @@ impl ServeArgs {
         }
         config.endpoint_concurrency = self.endpoint_concurrency;
         config.public_url = self.public_url.as_deref().map(resolve_public_url).transpose()?;
+        if self.max_webhooks_per_team == 0 {
+            bail!("HERALD_MAX_WEBHOOKS_PER_TEAM / --max-webhooks-per-team: must be at least 1");
+        }
+        if self.max_realtime_endpoints_per_bot == 0 {
+            bail!("HERALD_MAX_REALTIME_ENDPOINTS_PER_BOT / --max-realtime-endpoints-per-bot: must be at least 1");
+        }
+        if self.header_timeout_ms == 0 {
+            bail!("HERALD_HEADER_TIMEOUT_MS / --header-timeout-ms: must be more than 0");
+        }
+        config.serve_limits.header_timeout = Duration::from_millis(self.header_timeout_ms);
+        if let Some(max) = self.max_connections {
+            let fd_limit = open_file_limit();
+            if max == 0 || max as u64 >= fd_limit {
+                bail!(
+                    "HERALD_MAX_CONNECTIONS / --max-connections: must be from 1 to below the open-file limit ({fd_limit})"
+                );
+            }
+            config.serve_limits.max_connections = max;
+        }
+        config.limits = Limits {
+            webhooks_per_team: self.max_webhooks_per_team,
+            realtime_endpoints_per_bot: self.max_realtime_endpoints_per_bot,
+        };
         Ok(config)
     }
 }
@@ -249,5 +313,13 @@ mod tests {
         );
         let error = resolve(&["--endpoint-concurrency", "0"]).expect_err("zero connections cannot deliver");
         assert!(error.to_string().contains("HERALD_ENDPOINT_CONCURRENCY"), "{error}");
+    }
+
+    #[test]
+    fn an_admin_key_shaped_like_a_team_key_is_refused_by_name() {
+        let error = resolve(&["--admin-key", "hk_0123456789abcdefghij"]).expect_err("taken for a team key");
+        assert!(error.to_string().contains("HERALD_ADMIN_KEY"), "{error}");
+        assert!(error.to_string().contains("hk_"), "{error}");
+        resolve(&["--admin-key", "ak_0123456789abcdefghij"]).expect("any other key");
     }
 }

@@ -3,6 +3,7 @@
 //! as `main` does, on a listener bound to port 0.
 
 pub mod config;
+pub mod serve;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ pub struct App {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     grace: std::time::Duration,
+    serve_limits: serve::ServeLimits,
     generated_admin_key: Option<ApiKey>,
 }
 
@@ -75,6 +77,7 @@ impl App {
             max_body_bytes: config.max_body_bytes,
             public_url: public_url.clone(),
             dashboard_link_ttl: config.dashboard_link_ttl,
+            limits: config.limits,
         };
         let dashboard = DashboardState::new(
             Arc::clone(&store),
@@ -83,6 +86,7 @@ impl App {
                 public_url,
                 target_policy: config.target_policy(),
                 session_ttl: config.dashboard_session_ttl,
+                limits: config.limits,
             },
         );
         let state = AppState::new(store, engine.clone(), admin_hash, settings);
@@ -94,6 +98,7 @@ impl App {
             tracker,
             shutdown,
             grace: config.shutdown_grace,
+            serve_limits: config.serve_limits,
             generated_admin_key,
         })
     }
@@ -114,11 +119,12 @@ impl App {
     /// and gives back this node's leases.
     pub async fn run_until_stopped(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let token = self.shutdown.clone();
-        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+        serve::serve(self.listener, self.router, self.serve_limits, async move {
             signal.await;
             token.cancel();
-        });
-        server.await.context("the HTTP server failed")?;
+        })
+        .await
+        .context("the HTTP server failed")?;
         self.shutdown.cancel();
         self.tracker.close();
         if tokio::time::timeout(self.grace, self.tracker.wait()).await.is_err() {
@@ -169,6 +175,24 @@ pub async fn dashboard_link(
         })
 }
 
+/// The log filter: `HERALD_LOG` (default `info`). The platform certificate
+/// verifier logs an ERROR for every certificate it refuses, that is once per
+/// attempt to a customer endpoint with a bad certificate; that failure is in
+/// the attempt log, and the engine logs a count of them at most once a minute,
+/// so the verifier's own lines are off unless `HERALD_LOG` names it.
+pub fn log_filter(raw: Option<&str>) -> tracing_subscriber::EnvFilter {
+    const VERIFIER: &str = "rustls_platform_verifier";
+    let raw = raw.filter(|r| !r.trim().is_empty()).unwrap_or("info");
+    let filter = tracing_subscriber::EnvFilter::try_new(raw).unwrap_or_else(|_| "info".into());
+    if raw.contains(VERIFIER) {
+        return filter;
+    }
+    match format!("{VERIFIER}=off").parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
+}
+
 /// Completes on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -190,5 +214,20 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn the_certificate_verifiers_own_lines_are_off_unless_asked_for() {
+        for raw in [None, Some(""), Some("info"), Some("herald=debug,warn")] {
+            let filter = log_filter(raw).to_string();
+            assert!(filter.contains("rustls_platform_verifier=off"), "{raw:?}: {filter}");
+        }
+        let asked = log_filter(Some("info,rustls_platform_verifier=error")).to_string();
+        assert!(!asked.contains("=off"), "{asked}");
     }
 }

@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
     // scripts (the generated admin key, a dashboard link).
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(herald::log_filter(std::env::var("HERALD_LOG").ok().as_deref()))
         .init();
     let command = Cli::parse().command;
     if matches!(command, Command::Serve(_)) {

@@ -17,7 +17,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
-use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EventId, TeamId};
+use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EventId, KeyId, TeamId};
 use herald_domain::keys::KeyHash;
 
 pub use model::*;
@@ -88,7 +88,9 @@ pub enum StoreSignal {
 /// short transaction or a read, never held across a network call.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Checks that the database answers.
+    /// Checks that the store takes writes, with one small write (`/readyz`):
+    /// a full disk, or a SQLite file deleted or replaced under the server,
+    /// answers `Unavailable`.
     async fn ping(&self) -> StoreResult<()>;
 
     /// The stored admin key hash, if one was generated for this store.
@@ -101,8 +103,17 @@ pub trait Store: Send + Sync + 'static {
     /// `NotFound` if the account does not exist.
     async fn create_team(&self, account: &AccountId, name: &str, now_ms: i64) -> StoreResult<Team>;
     /// `NotFound` if the team does not exist.
-    async fn create_team_key(&self, team: &TeamId, hash: &KeyHash, now_ms: i64) -> StoreResult<()>;
-    async fn team_for_key(&self, hash: &KeyHash) -> StoreResult<Option<TeamId>>;
+    async fn create_team_key(&self, key: &TeamKey, hash: &KeyHash) -> StoreResult<()>;
+    /// The team and key a presented key's hash opens; `None` for an unknown
+    /// or revoked key. Read on every team request (nothing is cached, so a
+    /// revocation holds at once on every node).
+    async fn team_for_key(&self, hash: &KeyHash) -> StoreResult<Option<KeyUse>>;
+    /// Marks a key used at `now_ms`.
+    async fn touch_team_key(&self, key: &KeyId, now_ms: i64) -> StoreResult<()>;
+    /// A team's keys, oldest first. `NotFound` if the team does not exist.
+    async fn list_team_keys(&self, team: &TeamId) -> StoreResult<Vec<TeamKey>>;
+    /// Revokes a key of `team`. `NotFound` if it has no such key.
+    async fn delete_team_key(&self, team: &TeamId, key: &KeyId) -> StoreResult<()>;
     /// `NotFound` if the team does not exist.
     async fn get_team(&self, team: &TeamId) -> StoreResult<Team>;
 
@@ -131,7 +142,10 @@ pub trait Store: Send + Sync + 'static {
     /// Ends a session (sign-out). Ending an unknown one is not an error.
     async fn delete_dashboard_session(&self, session: &KeyHash) -> StoreResult<()>;
 
-    async fn create_endpoint(&self, endpoint: &Endpoint) -> StoreResult<()>;
+    /// Creates a team webhook unless its team already has `max_per_team`
+    /// webhooks (answers `false` then, and stores nothing). The count and
+    /// the insert are one transaction, so concurrent creates cannot pass it.
+    async fn create_endpoint(&self, endpoint: &Endpoint, max_per_team: usize) -> StoreResult<bool>;
     async fn list_webhooks(&self, team: &TeamId) -> StoreResult<Vec<Endpoint>>;
     /// `NotFound` if it does not exist or is another team's.
     async fn get_endpoint(&self, team: &TeamId, id: &EndpointId) -> StoreResult<Endpoint>;

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use herald_domain::attempt::AttemptStatus;
 use herald_domain::event::EventType;
-use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EventId, TeamId};
+use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EventId, KeyId, TeamId};
 use herald_domain::signing::Secret;
 use herald_domain::webhook::EndpointStatus;
 
@@ -21,6 +21,26 @@ pub struct Team {
     pub account_id: AccountId,
     pub name: String,
     pub created_at: i64,
+}
+
+/// A team key as listed: never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeamKey {
+    pub id: KeyId,
+    pub team_id: TeamId,
+    pub name: Option<String>,
+    /// The key's first characters, to tell keys apart.
+    pub prefix: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// What a presented team key opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUse {
+    pub team: TeamId,
+    pub key: KeyId,
+    pub last_used_at: Option<i64>,
 }
 
 /// A team webhook or a bot's real-time endpoint: where deliveries go.

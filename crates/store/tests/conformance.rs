@@ -208,7 +208,7 @@ async fn webhook(f: &Fixture) -> EndpointId {
         metadata: "{}".into(),
         created_at: NOW,
     };
-    f.store.create_endpoint(&endpoint).await.unwrap();
+    assert!(f.store.create_endpoint(&endpoint, 100).await.unwrap());
     id
 }
 
@@ -632,6 +632,44 @@ async fn an_older_binary_refuses_a_newer_store() {
             Err(e) => e.to_string(),
         };
         assert!(err.contains("newer than this binary"), "{name}: {err}");
+    }
+}
+
+/// A team's webhooks stop at the limit given, even when created all at
+/// once; another team's count apart. Each create answers whether it stored.
+#[tokio::test]
+async fn webhooks_stop_at_the_teams_limit_even_when_created_together() {
+    for (name, f) in stores().await {
+        let endpoint = |team: &TeamId| Endpoint {
+            id: EndpointId::generate(EndpointKind::Webhook, NOW),
+            team_id: team.clone(),
+            bot_id: None,
+            name: "w".into(),
+            url: "http://127.0.0.1:9/".into(),
+            event_types: vec![EventType::MeetingCompleted],
+            status: EndpointStatus::Active,
+            secret: Secret::generate(),
+            metadata: "{}".into(),
+            created_at: NOW,
+        };
+        let creates: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, e) = (Arc::clone(&f.store), endpoint(&f.team));
+                tokio::spawn(async move { store.create_endpoint(&e, 3).await.unwrap() })
+            })
+            .collect();
+        let mut stored = 0;
+        for create in creates {
+            stored += usize::from(create.await.unwrap());
+        }
+        assert_eq!(stored, 3, "{name}");
+        assert_eq!(f.store.list_webhooks(&f.team).await.unwrap().len(), 3, "{name}");
+        let account = f.store.create_account("b", NOW).await.unwrap();
+        let other = f.store.create_team(&account.id, "u", NOW).await.unwrap();
+        assert!(
+            f.store.create_endpoint(&endpoint(&other.id), 3).await.unwrap(),
+            "{name}"
+        );
     }
 }
 

@@ -36,7 +36,7 @@ async fn webhook(store: &SqliteStore, team: &TeamId) -> EndpointId {
         metadata: "{}".into(),
         created_at: 1,
     };
-    store.create_endpoint(&endpoint).await.unwrap();
+    assert!(store.create_endpoint(&endpoint, 100).await.unwrap());
     endpoint.id
 }
 

@@ -255,6 +255,48 @@ async fn deactivating_on_one_node_stops_attempts_on_every_node_within_a_second()
 }
 
 #[tokio::test]
+async fn a_key_revoked_on_one_node_answers_401_on_the_other_at_once() {
+    let Some(backend) = Backend::postgres() else { return };
+    backend
+        .run(async {
+            let data = TestData::new().await;
+            let a = start_server(&data, free_port(), Some(ADMIN_KEY)).await;
+            let b = start_server(&data, free_port(), Some(ADMIN_KEY)).await;
+            let client = reqwest::Client::new();
+            let (team, _) = setup(&client, &a.base, "http://127.0.0.1:9/h").await;
+            let get = |base: &str| {
+                client
+                    .get(format!("{base}/api/v1/webhooks"))
+                    .bearer_auth(&team.key)
+                    .send()
+            };
+            // Both nodes have seen the key work.
+            assert_eq!(get(&a.base).await.unwrap().status(), StatusCode::OK);
+            assert_eq!(get(&b.base).await.unwrap().status(), StatusCode::OK);
+            let keys: Value = client
+                .get(format!("{}/api/v1/teams/{}/keys", a.base, team.team_id))
+                .bearer_auth(ADMIN_KEY)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let key_id = keys["data"][0]["id"].as_str().unwrap();
+            let revoked = client
+                .delete(format!("{}/api/v1/teams/{}/keys/{key_id}", a.base, team.team_id))
+                .bearer_auth(ADMIN_KEY)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+            assert_eq!(get(&b.base).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(get(&a.base).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+        })
+        .await;
+}
+
+#[tokio::test]
 async fn the_same_id_sent_to_two_nodes_at_once_gives_one_event() {
     let Some(backend) = Backend::postgres() else { return };
     backend

@@ -34,15 +34,19 @@ fn no_redirects() -> reqwest::Client {
 
 impl DashSession {
     pub async fn sign_in(app: &TestApp, team: &TestTeam) -> Self {
-        let link = app.dashboard_link(team).await;
+        Self::open(&app.url(""), &app.dashboard_link(team).await).await
+    }
+
+    /// Opens a sign-in `link` of the server at `base`.
+    pub async fn open(base: &str, link: &str) -> Self {
         let client = no_redirects();
-        let response = client.get(&link).send().await.unwrap();
+        let response = client.get(link).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
         let set_cookie = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
         let cookie = set_cookie.split(';').next().unwrap().to_owned();
         let mut session = Self {
             client,
-            base: app.url(""),
+            base: base.to_owned(),
             cookie,
             csrf: String::new(),
         };

@@ -115,6 +115,11 @@ impl TestApp {
         self.data.take().expect("test data")
     }
 
+    /// Where this app's data lives.
+    pub fn data(&self) -> &TestData {
+        self.data.as_ref().expect("test data")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

@@ -14,6 +14,7 @@ mod crash;
 mod dashboard_http;
 mod dashboard_ui;
 mod delivery;
+mod hardening;
 mod process;
 mod publish;
 mod realtime;

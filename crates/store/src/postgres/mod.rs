@@ -26,7 +26,7 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 use herald_domain::attempt::AttemptStatus;
 use herald_domain::bot::realtime_body;
 use herald_domain::event::{EventType, same_payload};
-use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EndpointKind, EventId, TeamId};
+use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EndpointKind, EventId, KeyId, TeamId};
 use herald_domain::keys::KeyHash;
 use herald_domain::signing::Secret;
 use herald_domain::webhook::EndpointStatus;
@@ -178,7 +178,11 @@ impl Store for PgStore {
     async fn ping(&self) -> StoreResult<()> {
         self.client()
             .await?
-            .execute("SELECT 1", &[])
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('ready_probe', now()::text)
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                &[],
+            )
             .await
             .map_err(pg_error)
             .map(|_| ())
@@ -247,28 +251,94 @@ impl Store for PgStore {
         Ok(team)
     }
 
-    async fn create_team_key(&self, team: &TeamId, hash: &KeyHash, now_ms: i64) -> StoreResult<()> {
+    async fn create_team_key(&self, key: &TeamKey, hash: &KeyHash) -> StoreResult<()> {
         let n = self
             .client()
             .await?
             .execute(
-                "INSERT INTO team_keys (hash, team_id, created_at)
-                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM teams WHERE id = $2)",
-                &[&hash.as_str(), &team.as_str(), &now_ms],
+                "INSERT INTO team_keys (hash, team_id, created_at, id, name, prefix)
+                 SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM teams WHERE id = $2)",
+                &[
+                    &hash.as_str(),
+                    &key.team_id.as_str(),
+                    &key.created_at,
+                    &key.id.as_str(),
+                    &key.name,
+                    &key.prefix,
+                ],
             )
             .await
             .map_err(pg_error)?;
         if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
-    async fn team_for_key(&self, hash: &KeyHash) -> StoreResult<Option<TeamId>> {
-        let row = self
-            .client()
-            .await?
-            .query_opt("SELECT team_id FROM team_keys WHERE hash = $1", &[&hash.as_str()])
+    async fn team_for_key(&self, hash: &KeyHash) -> StoreResult<Option<KeyUse>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT team_id, id, last_used_at FROM team_keys WHERE hash = $1")
             .await
             .map_err(pg_error)?;
-        Ok(row.map(|r| TeamId::from_stored(r.get(0))))
+        let row = client.query_opt(&stmt, &[&hash.as_str()]).await.map_err(pg_error)?;
+        Ok(row.map(|r| KeyUse {
+            team: TeamId::from_stored(r.get(0)),
+            key: KeyId::from_stored(r.get(1)),
+            last_used_at: r.get(2),
+        }))
+    }
+
+    async fn touch_team_key(&self, key: &KeyId, now_ms: i64) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE team_keys SET last_used_at = $2 WHERE id = $1",
+                &[&key.as_str(), &now_ms],
+            )
+            .await
+            .map_err(pg_error)
+            .map(|_| ())
+    }
+
+    async fn list_team_keys(&self, team: &TeamId) -> StoreResult<Vec<TeamKey>> {
+        let client = self.client().await?;
+        let exists = client
+            .query_opt("SELECT 1 FROM teams WHERE id = $1", &[&team.as_str()])
+            .await
+            .map_err(pg_error)?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let rows = client
+            .query(
+                "SELECT id, team_id, name, prefix, created_at, last_used_at FROM team_keys
+                 WHERE team_id = $1 ORDER BY created_at, id",
+                &[&team.as_str()],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| TeamKey {
+                id: KeyId::from_stored(r.get(0)),
+                team_id: TeamId::from_stored(r.get(1)),
+                name: r.get(2),
+                prefix: r.get(3),
+                created_at: r.get(4),
+                last_used_at: r.get(5),
+            })
+            .collect())
+    }
+
+    async fn delete_team_key(&self, team: &TeamId, key: &KeyId) -> StoreResult<()> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "DELETE FROM team_keys WHERE id = $1 AND team_id = $2",
+                &[&key.as_str(), &team.as_str()],
+            )
+            .await
+            .map_err(pg_error)?;
+        if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
     async fn get_team(&self, team: &TeamId) -> StoreResult<Team> {
@@ -446,9 +516,31 @@ impl Store for PgStore {
         Ok(ManualOutcome::Created(delivery))
     }
 
-    async fn create_endpoint(&self, endpoint: &Endpoint) -> StoreResult<()> {
-        let client = self.client().await?;
-        insert_endpoint(&client, endpoint, 0).await
+    async fn create_endpoint(&self, endpoint: &Endpoint, max_per_team: usize) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        // The team's row lock makes concurrent creates for one team count
+        // one after the other.
+        tx.execute(
+            "SELECT 1 FROM teams WHERE id = $1 FOR UPDATE",
+            &[&endpoint.team_id.as_str()],
+        )
+        .await
+        .map_err(pg_error)?;
+        let count: i64 = tx
+            .query_one(
+                "SELECT COUNT(*) FROM endpoints WHERE team_id = $1 AND kind = $2",
+                &[&endpoint.team_id.as_str(), &endpoint.id.kind().as_str()],
+            )
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        if usize::try_from(count).unwrap_or(usize::MAX) >= max_per_team {
+            return Ok(false);
+        }
+        insert_endpoint(&tx, endpoint, 0).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(true)
     }
 
     async fn list_webhooks(&self, team: &TeamId) -> StoreResult<Vec<Endpoint>> {

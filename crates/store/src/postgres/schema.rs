@@ -140,6 +140,17 @@ const MIGRATIONS: &[&str] = &[
     // 5: request headers in their short form, as SQLite's schema 5 (no table
     // changes; the version keeps older binaries out).
     "/* request headers in their short form */",
+    // 6: team keys get an id, a name, a prefix and a last-used time, as in
+    // SQLite's schema 6, so that they can be listed and revoked.
+    r#"
+    ALTER TABLE team_keys ADD COLUMN id TEXT;
+    ALTER TABLE team_keys ADD COLUMN name TEXT;
+    ALTER TABLE team_keys ADD COLUMN prefix TEXT NOT NULL DEFAULT 'hk_';
+    ALTER TABLE team_keys ADD COLUMN last_used_at BIGINT;
+    UPDATE team_keys SET id = 'key_' || substr(hash, 1, 26) WHERE id IS NULL;
+    CREATE UNIQUE INDEX team_keys_id ON team_keys(id);
+    CREATE INDEX team_keys_team ON team_keys(team_id, created_at);
+    "#,
 ];
 
 /// Brings the schema up to `target` (the newest version, but for the

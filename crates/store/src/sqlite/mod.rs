@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use herald_domain::attempt::AttemptStatus;
 use herald_domain::bot::realtime_body;
 use herald_domain::event::{EventType, same_payload};
-use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EndpointKind, EventId, TeamId};
+use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EndpointKind, EventId, KeyId, TeamId};
 use herald_domain::keys::KeyHash;
 use herald_domain::signing::Secret;
 use herald_domain::webhook::EndpointStatus;
@@ -182,8 +182,20 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
+        if self.conns.file_gone() {
+            return Err(StoreError::Unavailable(
+                "the database file was deleted or replaced under the running server".into(),
+            ));
+        }
         self.conns
-            .read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(internal))
+            .write(|c| {
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('ready_probe', strftime('%s','now'))",
+                )
+                .and_then(|mut stmt| stmt.execute([]))
+                .map(|_| ())
+                .map_err(|e| StoreError::Unavailable(format!("the store cannot take writes: {e}")))
+            })
             .await
     }
 
@@ -259,16 +271,23 @@ impl Store for SqliteStore {
         Ok(team)
     }
 
-    async fn create_team_key(&self, team: &TeamId, hash: &KeyHash, now_ms: i64) -> StoreResult<()> {
-        let (team, hash) = (team.as_str().to_owned(), hash.as_str().to_owned());
+    async fn create_team_key(&self, key: &TeamKey, hash: &KeyHash) -> StoreResult<()> {
+        let (key, hash) = (key.clone(), hash.as_str().to_owned());
         self.conns
             .write(move |c| {
-                if !exists(c, "SELECT 1 FROM teams WHERE id = ?1", &team)? {
+                if !exists(c, "SELECT 1 FROM teams WHERE id = ?1", key.team_id.as_str())? {
                     return Err(StoreError::NotFound);
                 }
                 c.execute(
-                    "INSERT INTO team_keys (hash, team_id, created_at) VALUES (?1, ?2, ?3)",
-                    params![hash, team, now_ms],
+                    "INSERT INTO team_keys (hash, team_id, created_at, id, name, prefix) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        hash,
+                        key.team_id.as_str(),
+                        key.created_at,
+                        key.id.as_str(),
+                        key.name,
+                        key.prefix
+                    ],
                 )
                 .map_err(internal)?;
                 Ok(())
@@ -276,16 +295,80 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn team_for_key(&self, hash: &KeyHash) -> StoreResult<Option<TeamId>> {
+    async fn team_for_key(&self, hash: &KeyHash) -> StoreResult<Option<KeyUse>> {
         let hash = hash.as_str().to_owned();
         self.conns
             .read(move |c| {
-                c.query_row("SELECT team_id FROM team_keys WHERE hash = ?1", [hash], |r| {
-                    r.get::<_, String>(0)
-                })
-                .optional()
-                .map(|t| t.map(TeamId::from_stored))
+                c.prepare_cached("SELECT team_id, id, last_used_at FROM team_keys WHERE hash = ?1")
+                    .and_then(|mut stmt| {
+                        stmt.query_row([hash], |r| {
+                            Ok(KeyUse {
+                                team: TeamId::from_stored(r.get(0)?),
+                                key: KeyId::from_stored(r.get(1)?),
+                                last_used_at: r.get(2)?,
+                            })
+                        })
+                        .optional()
+                    })
+                    .map_err(internal)
+            })
+            .await
+    }
+
+    async fn touch_team_key(&self, key: &KeyId, now_ms: i64) -> StoreResult<()> {
+        let key = key.as_str().to_owned();
+        self.conns
+            .write(move |c| {
+                c.execute(
+                    "UPDATE team_keys SET last_used_at = ?2 WHERE id = ?1",
+                    params![key, now_ms],
+                )
+                .map(|_| ())
                 .map_err(internal)
+            })
+            .await
+    }
+
+    async fn list_team_keys(&self, team: &TeamId) -> StoreResult<Vec<TeamKey>> {
+        let team = team.as_str().to_owned();
+        self.conns
+            .read(move |c| {
+                if !exists(c, "SELECT 1 FROM teams WHERE id = ?1", &team)? {
+                    return Err(StoreError::NotFound);
+                }
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT id, team_id, name, prefix, created_at, last_used_at FROM team_keys
+                         WHERE team_id = ?1 ORDER BY created_at, id",
+                    )
+                    .map_err(internal)?;
+                stmt.query_map([team], |r| {
+                    Ok(TeamKey {
+                        id: KeyId::from_stored(r.get(0)?),
+                        team_id: TeamId::from_stored(r.get(1)?),
+                        name: r.get(2)?,
+                        prefix: r.get(3)?,
+                        created_at: r.get(4)?,
+                        last_used_at: r.get(5)?,
+                    })
+                })
+                .and_then(|rows| rows.collect())
+                .map_err(internal)
+            })
+            .await
+    }
+
+    async fn delete_team_key(&self, team: &TeamId, key: &KeyId) -> StoreResult<()> {
+        let (team, key) = (team.as_str().to_owned(), key.as_str().to_owned());
+        self.conns
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "DELETE FROM team_keys WHERE id = ?1 AND team_id = ?2",
+                        params![key, team],
+                    )
+                    .map_err(internal)?;
+                if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
             })
             .await
     }
@@ -404,9 +487,23 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn create_endpoint(&self, endpoint: &Endpoint) -> StoreResult<()> {
+    async fn create_endpoint(&self, endpoint: &Endpoint, max_per_team: usize) -> StoreResult<bool> {
         let e = endpoint.clone();
-        self.conns.write(move |c| insert_endpoint(c, &e, 0)).await
+        self.conns
+            .write(move |c| {
+                let count: i64 = c
+                    .query_row(
+                        "SELECT COUNT(*) FROM endpoints WHERE team_id = ?1 AND kind = ?2",
+                        params![e.team_id.as_str(), e.id.kind().as_str()],
+                        |row| row.get(0),
+                    )
+                    .map_err(internal)?;
+                if usize::try_from(count).unwrap_or(usize::MAX) >= max_per_team {
+                    return Ok(false);
+                }
+                insert_endpoint(c, &e, 0).map(|()| true)
+            })
+            .await
     }
 
     async fn create_bot(&self, bot: &Bot) -> StoreResult<()> {

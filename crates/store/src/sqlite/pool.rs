@@ -74,6 +74,10 @@ pub enum Durability {
 pub(crate) struct Connections {
     /// The checkpoint thread runs while this lives.
     _alive: Arc<()>,
+    /// Set once the database file at the store's path is no longer the one
+    /// open (deleted, or replaced by another file): from then on every write
+    /// is refused, since a commit would go into a file no restart will see.
+    gone: Arc<AtomicBool>,
     writer: mpsc::Sender<WriteJob>,
     readers: Arc<ReaderPool>,
 }
@@ -104,6 +108,7 @@ struct ReaderPool {
 
 impl Connections {
     pub(crate) fn open(path: &Path, durability: Durability, readers: usize, schema: usize) -> StoreResult<Self> {
+        create_private(path)?;
         let write_conn = open_connection(path, false, durability)?;
         crate::sqlite::schema::migrate(&write_conn, schema)?;
         let mut idle = Vec::with_capacity(readers);
@@ -113,9 +118,11 @@ impl Connections {
         let (tx, rx) = mpsc::channel::<WriteJob>(4096);
         let rewind = Arc::new(AtomicBool::new(false));
         let rewind_wanted = Arc::clone(&rewind);
+        let gone = Arc::new(AtomicBool::new(false));
+        let (writer_sees_gone, checkpointer_sets_gone) = (Arc::clone(&gone), Arc::clone(&gone));
         std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
-            .spawn(move || run_writer(write_conn, rx, &rewind))
+            .spawn(move || run_writer(write_conn, rx, &rewind, &writer_sees_gone))
             .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
         let alive = Arc::new(());
         let checkpoint_conn = open_connection(path, false, durability)?;
@@ -123,18 +130,34 @@ impl Connections {
         let db_file = std::fs::File::open(path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         let weak = Arc::downgrade(&alive);
+        let watched = path.to_owned();
         std::thread::Builder::new()
             .name("herald-sqlite-checkpoint".into())
-            .spawn(move || run_checkpointer(checkpoint_conn, &db_file, weak, &rewind_wanted))
+            .spawn(move || {
+                run_checkpointer(
+                    checkpoint_conn,
+                    &db_file,
+                    weak,
+                    &rewind_wanted,
+                    (&watched, &checkpointer_sets_gone),
+                )
+            })
             .map_err(|e| StoreError::Internal(format!("cannot start the checkpoint thread: {e}")))?;
         Ok(Self {
             _alive: alive,
+            gone,
             writer: tx,
             readers: Arc::new(ReaderPool {
                 idle: Mutex::new(idle),
                 permits: Semaphore::new(readers),
             }),
         })
+    }
+
+    /// Whether the database file was deleted or replaced under the running
+    /// server (checked every [`CHECKPOINT_PAUSE`]); writes are refused then.
+    pub(crate) fn file_gone(&self) -> bool {
+        self.gone.load(Ordering::Relaxed)
     }
 
     /// Runs `f` in the next group commit, in a savepoint of its own, and
@@ -231,6 +254,27 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Creates the database file readable by its owner only (0600) if it does not
+/// exist yet: it holds every signing secret and URL token. SQLite gives the
+/// `-wal` and `-shm` files the database file's permissions. An existing file
+/// keeps the permissions its operator gave it.
+fn create_private(path: &Path) -> StoreResult<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "cannot create {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 fn open_connection(path: &Path, read_only: bool, durability: Durability) -> StoreResult<Connection> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -273,7 +317,7 @@ fn open_connection(path: &Path, read_only: bool, durability: Durability) -> Stor
     Ok(conn)
 }
 
-fn run_writer(conn: Connection, mut rx: mpsc::Receiver<WriteJob>, rewind: &AtomicBool) {
+fn run_writer(conn: Connection, mut rx: mpsc::Receiver<WriteJob>, rewind: &AtomicBool, gone: &AtomicBool) {
     let mut batch: Vec<WriteJob> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -282,6 +326,12 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<WriteJob>, rewind: &Atomi
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
+        }
+        if gone.load(Ordering::Relaxed) {
+            // Dropping a job drops its reply channel: each waiter gets
+            // `Unavailable`, and nothing is acknowledged into a lost file.
+            batch.clear();
+            continue;
         }
         commit_batch(&conn, &mut batch);
         if rewind.load(Ordering::Relaxed) && rewind_wal(&conn) {
@@ -421,9 +471,24 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 /// for a rewind this thread flushes `db_file` itself and checkpoints what
 /// came meanwhile; the rewind's own fsync then finds only the pages of its
 /// last frames, and takes 1.4-2.5 ms in all.
-fn run_checkpointer(conn: Connection, db_file: &std::fs::File, alive: std::sync::Weak<()>, rewind: &AtomicBool) {
+fn run_checkpointer(
+    conn: Connection,
+    db_file: &std::fs::File,
+    alive: std::sync::Weak<()>,
+    rewind: &AtomicBool,
+    (path, gone): (&Path, &AtomicBool),
+) {
     while alive.upgrade().is_some() {
         std::thread::sleep(CHECKPOINT_PAUSE);
+        if !gone.load(Ordering::Relaxed)
+            && let Some(why) = replaced(path, db_file)
+        {
+            tracing::error!(
+                path = %path.display(),
+                "the database file {why} under the running server: every write is refused from now on; restart Herald on the right file"
+            );
+            gone.store(true, Ordering::Relaxed);
+        }
         if rewind.load(Ordering::Relaxed) {
             continue;
         }
@@ -444,6 +509,26 @@ fn run_checkpointer(conn: Connection, db_file: &std::fs::File, alive: std::sync:
 }
 
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(250);
+
+/// How the file at `path` no longer is the open `db_file`, if it is not:
+/// unlinked (no name links to the open file), missing, or another file (its
+/// device and inode differ).
+fn replaced(path: &Path, db_file: &std::fs::File) -> Option<&'static str> {
+    use std::os::unix::fs::MetadataExt;
+    let open = match db_file.metadata() {
+        Ok(open) => open,
+        Err(_) => return None,
+    };
+    if open.nlink() == 0 {
+        return Some("was deleted");
+    }
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("was deleted"),
+        Err(_) => None,
+        Ok(named) if (named.dev(), named.ino()) != (open.dev(), open.ino()) => Some("was replaced by another file"),
+        Ok(_) => None,
+    }
+}
 
 pub(crate) fn internal(e: rusqlite::Error) -> StoreError {
     StoreError::Internal(e.to_string())
@@ -489,6 +574,17 @@ mod tests {
             .unwrap();
         assert_eq!(counts, [3, 5, 1, 9]);
         assert_eq!(reprepares, 0, "each new LIMIT binding re-prepared the statement");
+    }
+
+    #[tokio::test]
+    async fn a_new_store_and_its_wal_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, conns) = store().await;
+        conns.write(|c| insert(c, 1)).await.unwrap();
+        for name in ["herald.db", "herald.db-wal", "herald.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{name} is {:o}", mode & 0o777);
+        }
     }
 
     /// A store file with one table, `t(n)`.

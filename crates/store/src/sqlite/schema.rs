@@ -170,6 +170,19 @@ const MIGRATIONS: &[&str] = &[
     // older than this one would read those rows as having no headers, so
     // the version refuses it.
     "/* request headers in their short form */",
+    // 6: team keys get an id, an optional name, the first characters of the
+    // key (to tell keys apart in a list) and the time they were last used,
+    // so that they can be listed and revoked. Keys made before have no
+    // stored prefix beyond `hk_`; their id comes from their hash.
+    r#"
+    ALTER TABLE team_keys ADD COLUMN id TEXT;
+    ALTER TABLE team_keys ADD COLUMN name TEXT;
+    ALTER TABLE team_keys ADD COLUMN prefix TEXT NOT NULL DEFAULT 'hk_';
+    ALTER TABLE team_keys ADD COLUMN last_used_at INTEGER;
+    UPDATE team_keys SET id = 'key_' || substr(hash, 1, 26) WHERE id IS NULL;
+    CREATE UNIQUE INDEX team_keys_id ON team_keys(id);
+    CREATE INDEX team_keys_team ON team_keys(team_id, created_at);
+    "#,
 ];
 
 /// Brings the schema up to `target` (the newest version, but for the
