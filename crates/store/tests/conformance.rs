@@ -195,10 +195,16 @@ async fn fixture(store: Arc<dyn Store>, scratch: Scratch) -> Fixture {
 }
 
 async fn webhook(f: &Fixture) -> EndpointId {
-    let id = EndpointId::generate(EndpointKind::Webhook, NOW);
-    let endpoint = Endpoint {
-        id: id.clone(),
-        team_id: f.team.clone(),
+    let endpoint = new_webhook(&f.team);
+    assert!(f.store.create_endpoint(&endpoint, 100).await.unwrap());
+    endpoint.id
+}
+
+/// A team webhook of `team`, not yet stored.
+fn new_webhook(team: &TeamId) -> Endpoint {
+    Endpoint {
+        id: EndpointId::generate(EndpointKind::Webhook, NOW),
+        team_id: team.clone(),
         bot_id: None,
         name: "w".into(),
         url: "http://127.0.0.1:9/".into(),
@@ -207,9 +213,7 @@ async fn webhook(f: &Fixture) -> EndpointId {
         secret: Secret::generate(),
         metadata: "{}".into(),
         created_at: NOW,
-    };
-    assert!(f.store.create_endpoint(&endpoint, 100).await.unwrap());
-    id
+    }
 }
 
 async fn publish(f: &Fixture, lease: &Lease) -> Vec<ClaimedDelivery> {
@@ -640,21 +644,9 @@ async fn an_older_binary_refuses_a_newer_store() {
 #[tokio::test]
 async fn webhooks_stop_at_the_teams_limit_even_when_created_together() {
     for (name, f) in stores().await {
-        let endpoint = |team: &TeamId| Endpoint {
-            id: EndpointId::generate(EndpointKind::Webhook, NOW),
-            team_id: team.clone(),
-            bot_id: None,
-            name: "w".into(),
-            url: "http://127.0.0.1:9/".into(),
-            event_types: vec![EventType::MeetingCompleted],
-            status: EndpointStatus::Active,
-            secret: Secret::generate(),
-            metadata: "{}".into(),
-            created_at: NOW,
-        };
         let creates: Vec<_> = (0..8)
             .map(|_| {
-                let (store, e) = (Arc::clone(&f.store), endpoint(&f.team));
+                let (store, e) = (Arc::clone(&f.store), new_webhook(&f.team));
                 tokio::spawn(async move { store.create_endpoint(&e, 3).await.unwrap() })
             })
             .collect();
@@ -667,7 +659,7 @@ async fn webhooks_stop_at_the_teams_limit_even_when_created_together() {
         let account = f.store.create_account("b", NOW).await.unwrap();
         let other = f.store.create_team(&account.id, "u", NOW).await.unwrap();
         assert!(
-            f.store.create_endpoint(&endpoint(&other.id), 3).await.unwrap(),
+            f.store.create_endpoint(&new_webhook(&other.id), 3).await.unwrap(),
             "{name}"
         );
     }
