@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use herald_domain::dashboard::{Token, sign_in_url};
 use herald_domain::ids::TeamId;
-use herald_store::{Store, StoreResult};
+use herald_store::{Sessions, StoreResult};
 use serde_json::{Value, json};
 
 use crate::auth::Admin;
@@ -31,7 +31,7 @@ pub struct DashboardLink {
 /// Stores a new one-time link for `team` and returns it. `NotFound` if the
 /// team does not exist.
 pub async fn mint(
-    store: &dyn Store,
+    store: &dyn Sessions,
     team: &TeamId,
     public_url: &str,
     ttl: Duration,

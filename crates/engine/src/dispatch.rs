@@ -24,7 +24,7 @@ use foldhash::{HashMap, HashSet};
 use herald_domain::attempt::AttemptStatus;
 use herald_domain::ids::{AttemptId, DeliveryId, EndpointId, EndpointKind};
 use herald_domain::retry::Decision;
-use herald_store::{AttemptRecord, ClaimedDelivery, DeliveryNext, Store};
+use herald_store::{AttemptRecord, ClaimedDelivery, DeliveryNext, Queue};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -41,7 +41,7 @@ pub struct Dispatcher {
     /// The retries expected from fresh team-webhook deliveries, for publish
     /// admission.
     pub(crate) admission: Admission,
-    store: Arc<dyn Store>,
+    store: Arc<dyn Queue>,
     config: Arc<EngineConfig>,
     sender: Sender,
     wakeup: Arc<Wakeup>,
@@ -108,7 +108,7 @@ impl EndpointQueue {
 
 impl Dispatcher {
     pub(crate) fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn Queue>,
         config: Arc<EngineConfig>,
         sender: Sender,
         wakeup: Arc<Wakeup>,

@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use herald_domain::ids::EndpointId;
 use herald_domain::retry::RetryPolicy;
 use herald_domain::target::TargetPolicy;
-use herald_store::{ClaimedDelivery, Lease, Store, StoreError, StoreSignal};
+use herald_store::{ClaimedDelivery, Lease, Queue, StoreError, StoreSignal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -121,7 +121,7 @@ pub struct Engine {
     dispatcher: Arc<dispatch::Dispatcher>,
     wakeup: Arc<schedule::Wakeup>,
     config: Arc<EngineConfig>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn Queue>,
     metrics: Arc<Metrics>,
 }
 
@@ -146,7 +146,7 @@ impl std::error::Error for StartError {}
 impl Engine {
     /// Starts the scheduler; attempts run as tasks on `tracker` until `shutdown`.
     pub async fn start(
-        store: Arc<dyn Store>,
+        store: Arc<dyn Queue>,
         config: EngineConfig,
         metrics: Arc<Metrics>,
         tracker: TaskTracker,

@@ -57,8 +57,10 @@ impl App {
         };
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
+        // The engine holds only the queue role of the store.
+        let queue = Arc::clone(&store) as Arc<dyn herald_store::Queue>;
         let engine = Engine::start(
-            Arc::clone(&store),
+            queue,
             config.engine_config(),
             Arc::new(Metrics::default()),
             tracker.clone(),

@@ -44,7 +44,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// One page of an endpoint's attempt log, newest first, and the cursor of
 /// the next page if there is one: what the API and the dashboard both show.
 pub async fn attempt_page(
-    store: &dyn Store,
+    store: &dyn AttemptLog,
     team: &TeamId,
     endpoint: &EndpointId,
     filter: &AttemptFilter,
@@ -84,10 +84,10 @@ pub enum StoreSignal {
     EndpointChanged(EndpointId),
 }
 
-/// Herald's persistence. One implementation per database; every method is a
-/// short transaction or a read, never held across a network call.
+/// Accounts, teams and their keys, the admin key, and whether the store
+/// takes writes: what the API's operator routes and its key check use.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Tenancy: Send + Sync {
     /// Checks that the store takes writes, with one small write (`/readyz`):
     /// a full disk, or a SQLite file deleted or replaced under the server,
     /// answers `Unavailable`.
@@ -95,28 +95,40 @@ pub trait Store: Send + Sync + 'static {
 
     /// The stored admin key hash, if one was generated for this store.
     async fn admin_key_hash(&self) -> StoreResult<Option<KeyHash>>;
+
     /// Stores a generated admin key hash, only if the store has none yet.
     /// Returns whether it was stored.
     async fn init_admin_key_hash(&self, hash: &KeyHash) -> StoreResult<bool>;
 
     async fn create_account(&self, name: &str, now_ms: i64) -> StoreResult<Account>;
+
     /// `NotFound` if the account does not exist.
     async fn create_team(&self, account: &AccountId, name: &str, now_ms: i64) -> StoreResult<Team>;
+
     /// `NotFound` if the team does not exist.
     async fn create_team_key(&self, key: &TeamKey, hash: &KeyHash) -> StoreResult<()>;
+
     /// The team and key a presented key's hash opens; `None` for an unknown
     /// or revoked key. Read on every team request (nothing is cached, so a
     /// revocation holds at once on every node).
     async fn team_for_key(&self, hash: &KeyHash) -> StoreResult<Option<KeyUse>>;
+
     /// Marks a key used at `now_ms`.
     async fn touch_team_key(&self, key: &KeyId, now_ms: i64) -> StoreResult<()>;
+
     /// A team's keys, oldest first. `NotFound` if the team does not exist.
     async fn list_team_keys(&self, team: &TeamId) -> StoreResult<Vec<TeamKey>>;
+
     /// Revokes a key of `team`. `NotFound` if it has no such key.
     async fn delete_team_key(&self, team: &TeamId, key: &KeyId) -> StoreResult<()>;
+
     /// `NotFound` if the team does not exist.
     async fn get_team(&self, team: &TeamId) -> StoreResult<Team>;
+}
 
+/// The dashboard's one-time sign-in links and its sessions (hashes only).
+#[async_trait]
+pub trait Sessions: Send + Sync {
     /// Stores a one-time dashboard sign-in link (its token's hash) for a team,
     /// usable until `expires_at_ms`, and forgets links and sessions that have
     /// expired. `NotFound` if the team does not exist.
@@ -127,6 +139,7 @@ pub trait Store: Send + Sync + 'static {
         expires_at_ms: i64,
         now_ms: i64,
     ) -> StoreResult<()>;
+
     /// Uses up a sign-in link and opens a session (stored as `session`'s hash)
     /// for its team, in one transaction. `None`, and no session, if the link
     /// is unknown, expired or already used.
@@ -137,31 +150,51 @@ pub trait Store: Send + Sync + 'static {
         session_expires_at_ms: i64,
         now_ms: i64,
     ) -> StoreResult<Option<TeamId>>;
+
     /// The session with this hash, if it exists and has not expired.
     async fn dashboard_session(&self, session: &KeyHash, now_ms: i64) -> StoreResult<Option<DashboardSession>>;
+
     /// Ends a session (sign-out). Ending an unknown one is not an error.
     async fn delete_dashboard_session(&self, session: &KeyHash) -> StoreResult<()>;
+}
 
+/// Team webhooks and bots with their real-time endpoints, always within
+/// one team: another team's answers `NotFound`.
+#[async_trait]
+pub trait Endpoints: Send + Sync {
     /// Creates a team webhook unless its team already has `max_per_team`
     /// webhooks (answers `false` then, and stores nothing). The count and
     /// the insert are one transaction, so concurrent creates cannot pass it.
     async fn create_endpoint(&self, endpoint: &Endpoint, max_per_team: usize) -> StoreResult<bool>;
+
     async fn list_webhooks(&self, team: &TeamId) -> StoreResult<Vec<Endpoint>>;
+
     /// `NotFound` if it does not exist or is another team's.
     async fn get_endpoint(&self, team: &TeamId, id: &EndpointId) -> StoreResult<Endpoint>;
+
     async fn update_webhook(&self, team: &TeamId, id: &EndpointId, patch: &WebhookPatch) -> StoreResult<Endpoint>;
+
     /// Deletes the endpoint, its pending deliveries and its attempt log.
     async fn delete_endpoint(&self, team: &TeamId, id: &EndpointId) -> StoreResult<()>;
 
     /// Stores a bot with its real-time endpoints.
     async fn create_bot(&self, bot: &Bot) -> StoreResult<()>;
+
     /// `NotFound` if it does not exist or is another team's.
     async fn get_bot(&self, team: &TeamId, id: &BotId) -> StoreResult<Bot>;
-    async fn list_bots(&self, team: &TeamId) -> StoreResult<Vec<Bot>>;
 
+    async fn list_bots(&self, team: &TeamId) -> StoreResult<Vec<Bot>>;
+}
+
+/// What makes deliveries: publishes of team and bot events, resends and
+/// test events. Each is one transaction that stores the event and its
+/// deliveries, leased to the caller.
+#[async_trait]
+pub trait Publishing: Send + Sync {
     /// Stores an event and one delivery for each active endpoint of its team
     /// subscribed to its type, leased to the caller, in one transaction.
     async fn publish(&self, event: NewEvent, lease: &Lease) -> StoreResult<PublishOutcome>;
+
     /// Stores a batch of bot events, in order, and one ordered delivery (with
     /// its own envelope) per active real-time endpoint of the bot subscribed
     /// to each, leased to the caller, in one transaction.
@@ -185,6 +218,7 @@ pub trait Store: Send + Sync + 'static {
         lease: &Lease,
         now_ms: i64,
     ) -> StoreResult<ManualOutcome>;
+
     /// Stores a new event of the webhook's team and one delivery of it, marked
     /// manual and leased to the caller, to that webhook only (a test event).
     /// `event.id_given` is ignored: the id must be new.
@@ -194,10 +228,17 @@ pub trait Store: Send + Sync + 'static {
         webhook: &EndpointId,
         lease: &Lease,
     ) -> StoreResult<ManualOutcome>;
+}
 
+/// The delivery queue as the engine works it: claims with a lease, the
+/// attempt records that move deliveries on, lease renewal and release, and
+/// the signals between processes on a shared store.
+#[async_trait]
+pub trait Queue: Send + Sync {
     /// Leases up to `limit` unordered deliveries that are due at `now_ms` and
     /// whose endpoint is active, oldest due first.
     async fn claim_due(&self, now_ms: i64, limit: usize, lease: &Lease) -> StoreResult<Vec<ClaimedDelivery>>;
+
     /// Leases runs of ordered deliveries: for up to `endpoints` active
     /// endpoints that hold no lease and whose first pending delivery is due,
     /// their first `run` pending deliveries, in order (grouped by endpoint).
@@ -208,18 +249,24 @@ pub trait Store: Send + Sync + 'static {
         run: usize,
         lease: &Lease,
     ) -> StoreResult<Vec<ClaimedDelivery>>;
+
     /// When the earliest claimable work of an active endpoint becomes due.
     async fn next_due_at(&self, now_ms: i64) -> StoreResult<Option<i64>>;
+
     /// Logs an attempt and moves its delivery to its next state.
     async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<()>;
+
     /// Logs the last failed attempt of an ordered endpoint, marks the endpoint
     /// failed, and drops every delivery still pending for it, logging each as
     /// dropped. Returns how many were dropped.
     async fn fail_endpoint(&self, last: AttemptRecord, drop_reason: &str) -> StoreResult<usize>;
+
     /// Extends the lease of deliveries this node still holds.
     async fn renew(&self, deliveries: &[DeliveryId], lease: &Lease) -> StoreResult<()>;
+
     /// Gives leased deliveries back so that any claimer may take them.
     async fn release(&self, deliveries: &[DeliveryId]) -> StoreResult<()>;
+
     /// Gives back every lease a node holds (on start-up after a crash, and on
     /// shutdown).
     async fn release_node(&self, node: &str) -> StoreResult<()>;
@@ -227,13 +274,19 @@ pub trait Store: Send + Sync + 'static {
     /// Whether several processes may use this store at once (PostgreSQL). An
     /// unshared store has one engine, which may trust its own memory more.
     fn is_shared(&self) -> bool;
+
     /// Signals from the other processes on a shared store; `None` when there
     /// can be none.
     async fn subscribe(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<StoreSignal>>>;
+
     /// Tells the other processes that an endpoint changed (deactivated,
     /// edited, deleted), so they drop what they queued for it.
     async fn announce_endpoint_changed(&self, endpoint: &EndpointId) -> StoreResult<()>;
+}
 
+/// The attempt log, as the API and the dashboard read it.
+#[async_trait]
+pub trait AttemptLog: Send + Sync {
     /// A page of an endpoint's attempt log, newest first.
     async fn list_attempts(
         &self,
@@ -241,6 +294,15 @@ pub trait Store: Send + Sync + 'static {
         endpoint: &EndpointId,
         filter: &AttemptFilter,
     ) -> StoreResult<Vec<Attempt>>;
+
     /// One attempt with its request body and response detail.
     async fn get_attempt(&self, team: &TeamId, id: &AttemptId) -> StoreResult<Attempt>;
 }
+
+/// Herald's persistence: the sum of the roles, one implementation per
+/// database. Every method is a short transaction or a read, never held
+/// across a network call. Each caller names the roles it uses (the engine
+/// holds only a [`Queue`]); `Store` is for what wires them together.
+pub trait Store: Tenancy + Sessions + Endpoints + Publishing + Queue + AttemptLog + 'static {}
+
+impl<T: Tenancy + Sessions + Endpoints + Publishing + Queue + AttemptLog + 'static> Store for T {}

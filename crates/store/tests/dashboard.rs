@@ -10,7 +10,8 @@ use herald_domain::ids::{EndpointId, EndpointKind, EventId, TeamId};
 use herald_domain::signing::Secret;
 use herald_domain::webhook::EndpointStatus;
 use herald_store::sqlite::{Durability, SqliteStore};
-use herald_store::{Endpoint, Lease, ManualOutcome, NewEvent, Store, StoreError, WebhookPatch};
+use herald_store::{Endpoint, Lease, ManualOutcome, NewEvent, StoreError, WebhookPatch};
+use herald_store::{Endpoints, Publishing, Sessions, Tenancy};
 
 fn open() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();

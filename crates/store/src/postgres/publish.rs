@@ -1,0 +1,284 @@
+//! Publishes, resends and test events: each stores an event and its
+//! deliveries in one transaction ([`Publishing`]).
+
+use super::*;
+
+/// The webhook a manual delivery goes to: the team's, and active; otherwise
+/// the outcome to answer instead.
+pub(super) async fn manual_target(
+    client: &impl deadpool_postgres::GenericClient,
+    team: &str,
+    webhook: &str,
+) -> StoreResult<Result<Endpoint, ManualOutcome>> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = $1 AND team_id = $2 AND kind = $3"),
+            &[&webhook, &team, &EndpointKind::Webhook.as_str()],
+        )
+        .await
+        .map_err(pg_error)?;
+    let Some(row) = row else {
+        return Ok(Err(ManualOutcome::UnknownWebhook));
+    };
+    let endpoint = endpoint_from_row(&row)?;
+    if endpoint.status != EndpointStatus::Active {
+        return Ok(Err(ManualOutcome::Deactivated));
+    }
+    Ok(Ok(endpoint))
+}
+
+/// A new pending delivery marked manual, due now and leased to the caller.
+pub(super) async fn insert_manual_delivery(
+    client: &impl deadpool_postgres::GenericClient,
+    endpoint: &Endpoint,
+    event_id: EventId,
+    event_type: EventType,
+    body: Bytes,
+    now_ms: i64,
+    lease: &Lease,
+) -> StoreResult<ClaimedDelivery> {
+    let row = client
+        .query_one(
+            "INSERT INTO deliveries (event_id, endpoint_id, team_id, state, attempts, next_attempt_at, locked_until, locked_by, manual, created_at)
+             VALUES ($1, $2, $3, 'pending', 0, $4, $5, $6, TRUE, $4) RETURNING seq",
+            &[&event_id.as_str(), &endpoint.id.as_str(), &endpoint.team_id.as_str(), &now_ms, &lease.until_ms, &lease.node],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(ClaimedDelivery::fresh(
+        DeliveryId(row.get(0)),
+        endpoint,
+        event_id,
+        event_type,
+        body,
+    ))
+}
+
+pub(super) async fn existing_event(
+    tx: &impl deadpool_postgres::GenericClient,
+    event: &NewEvent,
+) -> StoreResult<Option<PublishOutcome>> {
+    let row = tx
+        .query_opt(
+            "SELECT event_type, created_at, body FROM events WHERE id = $1",
+            &[&event.id.as_str()],
+        )
+        .await
+        .map_err(pg_error)?;
+    let Some(row) = row else { return Ok(None) };
+    let (event_type, created_at, body): (String, i64, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
+    if same_payload(
+        &event_type,
+        &stored_data_of(&body),
+        event.event_type.as_str(),
+        &event.data,
+    ) {
+        Ok(Some(PublishOutcome::Existing(StoredEvent {
+            id: event.id.clone(),
+            event_type: event_type_from(&event_type)?,
+            created_at,
+        })))
+    } else {
+        Ok(Some(PublishOutcome::Conflict))
+    }
+}
+
+#[async_trait]
+impl Publishing for PgStore {
+    async fn resend(
+        &self,
+        team: &TeamId,
+        webhook: &EndpointId,
+        event: &EventId,
+        lease: &Lease,
+        now_ms: i64,
+    ) -> StoreResult<ManualOutcome> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let endpoint = match manual_target(&tx, team.as_str(), webhook.as_str()).await? {
+            Ok(endpoint) => endpoint,
+            Err(refused) => return Ok(refused),
+        };
+        let stored = tx
+            .query_opt(
+                "SELECT event_type, body FROM events WHERE id = $1 AND team_id = $2",
+                &[&event.as_str(), &team.as_str()],
+            )
+            .await
+            .map_err(pg_error)?;
+        let Some(stored) = stored else {
+            return Ok(ManualOutcome::UnknownEvent);
+        };
+        let event_type = event_type_from(stored.get(0))?;
+        if !event_type.is_team_webhook_type() {
+            return Ok(ManualOutcome::NotAWebhookEvent);
+        }
+        let body = Bytes::from(stored.get::<_, Vec<u8>>(1));
+        let delivery = insert_manual_delivery(&tx, &endpoint, event.clone(), event_type, body, now_ms, lease).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(ManualOutcome::Created(delivery))
+    }
+
+    async fn publish_test_event(
+        &self,
+        event: NewEvent,
+        webhook: &EndpointId,
+        lease: &Lease,
+    ) -> StoreResult<ManualOutcome> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let endpoint = match manual_target(&tx, &event.team_id, webhook.as_str()).await? {
+            Ok(endpoint) => endpoint,
+            Err(refused) => return Ok(refused),
+        };
+        tx.execute(
+            "INSERT INTO events (id, team_id, event_type, created_at, body) VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &event.id.as_str(),
+                &event.team_id,
+                &event.event_type.as_str(),
+                &event.created_at,
+                &&event.body[..],
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+        let delivery = insert_manual_delivery(
+            &tx,
+            &endpoint,
+            event.id,
+            event.event_type,
+            event.body,
+            event.created_at,
+            lease,
+        )
+        .await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(ManualOutcome::Created(delivery))
+    }
+
+    async fn publish(&self, event: NewEvent, lease: &Lease) -> StoreResult<PublishOutcome> {
+        if event.id_given {
+            let client = self.client().await?;
+            if let Some(outcome) = existing_event(&client, &event).await? {
+                return Ok(outcome);
+            }
+        }
+        let (done, outcome) = oneshot::channel();
+        let job = batch::PublishJob {
+            event,
+            lease: lease.clone(),
+            done,
+        };
+        self.publisher
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?;
+        outcome
+            .await
+            .map_err(|_| StoreError::Unavailable("the publisher stopped".into()))?
+    }
+
+    async fn publish_bot_events(
+        &self,
+        bot_id: &BotId,
+        events: Vec<NewBotEvent>,
+        lease: Option<&Lease>,
+    ) -> StoreResult<BotPublishOutcome> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let row = tx
+            .query_opt(
+                &format!("SELECT {BOT_COLUMNS} FROM bots WHERE id = $1"),
+                &[&bot_id.as_str()],
+            )
+            .await
+            .map_err(pg_error)?;
+        let Some(row) = row else {
+            return Ok(BotPublishOutcome::UnknownBot);
+        };
+        let bot = bot_from_row(&row);
+        let context = bot.envelope_context();
+        let endpoints: Vec<Endpoint> = bot_endpoints(&tx, bot_id.as_str())
+            .await?
+            .into_iter()
+            .filter(|e| e.status == EndpointStatus::Active)
+            .collect();
+        let insert_event = tx
+            .prepare("INSERT INTO events (id, team_id, event_type, created_at, body) VALUES ($1, $2, $3, $4, $5)")
+            .await
+            .map_err(pg_error)?;
+        let insert_delivery = tx
+            .prepare(
+                "INSERT INTO deliveries (event_id, endpoint_id, team_id, state, ordered, attempts, next_attempt_at, locked_until, locked_by, body, created_at)
+                 VALUES ($1, $2, $3, 'pending', TRUE, 0, $4, $5, $6, $7, $4) RETURNING seq",
+            )
+            .await
+            .map_err(pg_error)?;
+        let (until, node) = (lease.map(|l| l.until_ms), lease.map(|l| l.node.as_str()));
+        let mut stored = Vec::with_capacity(events.len());
+        let mut deliveries = Vec::new();
+        for event in events {
+            tx.execute(
+                &insert_event,
+                &[
+                    &event.id.as_str(),
+                    &bot.team_id.as_str(),
+                    &event.event_type.as_str(),
+                    &event.created_at,
+                    &event.data.as_bytes(),
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+            let data = serde_json::value::RawValue::from_string(event.data)
+                .map_err(|e| StoreError::Internal(format!("bot event data is not JSON: {e}")))?;
+            for endpoint in endpoints.iter().filter(|e| e.event_types.contains(&event.event_type)) {
+                let body = realtime_body(
+                    event.event_type,
+                    &data,
+                    endpoint.id.as_str(),
+                    &endpoint.metadata,
+                    &context,
+                );
+                let seq = tx
+                    .query_one(
+                        &insert_delivery,
+                        &[
+                            &event.id.as_str(),
+                            &endpoint.id.as_str(),
+                            &bot.team_id.as_str(),
+                            &event.created_at,
+                            &until,
+                            &node,
+                            &body,
+                        ],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                deliveries.push(ClaimedDelivery::fresh(
+                    DeliveryId(seq.get(0)),
+                    endpoint,
+                    event.id.clone(),
+                    event.event_type,
+                    Bytes::from(body),
+                ));
+            }
+            stored.push(StoredEvent {
+                id: event.id,
+                event_type: event.event_type,
+                created_at: event.created_at,
+            });
+        }
+        if lease.is_none() && !deliveries.is_empty() {
+            tx.execute("SELECT pg_notify($1, '')", &[&WORK_CHANNEL])
+                .await
+                .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(BotPublishOutcome::Created {
+            events: stored,
+            deliveries,
+        })
+    }
+}

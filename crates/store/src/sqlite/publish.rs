@@ -1,0 +1,354 @@
+//! Publishes, resends and test events: each stores an event and its
+//! deliveries in one write ([`Publishing`]).
+
+use super::*;
+
+/// The webhook a manual delivery goes to: the team's, and active. The
+/// outcome to answer instead when it may not take one.
+pub(super) fn manual_target(c: &Connection, team: &str, webhook: &str) -> StoreResult<Result<Endpoint, ManualOutcome>> {
+    let endpoint = match load_endpoint(c, team, webhook) {
+        Ok(endpoint) if endpoint.id.kind() == EndpointKind::Webhook => endpoint,
+        Ok(_) | Err(StoreError::NotFound) => return Ok(Err(ManualOutcome::UnknownWebhook)),
+        Err(other) => return Err(other),
+    };
+    if endpoint.status != EndpointStatus::Active {
+        return Ok(Err(ManualOutcome::Deactivated));
+    }
+    Ok(Ok(endpoint))
+}
+
+/// A new pending delivery marked manual, due now and leased to the caller;
+/// it sends the event's stored body.
+pub(super) fn insert_manual_delivery(
+    c: &Connection,
+    endpoint: &Endpoint,
+    event_id: EventId,
+    event_type: EventType,
+    body: Bytes,
+    now_ms: i64,
+    lease: &Lease,
+) -> StoreResult<ClaimedDelivery> {
+    c.prepare_cached(
+        "INSERT INTO deliveries (event_id, endpoint_id, team_id, state, attempts, next_attempt_at, locked_until, locked_by, manual, created_at)
+         VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?5, ?6, 1, ?4)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            event_id.as_str(),
+            endpoint.id.as_str(),
+            endpoint.team_id.as_str(),
+            now_ms,
+            lease.until_ms,
+            lease.node
+        ])
+    })
+    .map_err(internal)?;
+    Ok(ClaimedDelivery::fresh(
+        DeliveryId(c.last_insert_rowid()),
+        endpoint,
+        event_id,
+        event_type,
+        body,
+    ))
+}
+
+pub(super) fn publish_in(c: &Connection, event: NewEvent, lease: &Lease) -> StoreResult<PublishOutcome> {
+    if event.id_given {
+        let existing = c
+            .prepare_cached("SELECT event_type, created_at, body FROM events WHERE id = ?1")
+            .and_then(|mut s| {
+                s.query_row([event.id.as_str()], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?))
+                })
+                .optional()
+            })
+            .map_err(internal)?;
+        if let Some((event_type, created_at, body)) = existing {
+            let stored_data = stored_data_of(&body);
+            if same_payload(&event_type, &stored_data, event.event_type.as_str(), &event.data) {
+                return Ok(PublishOutcome::Existing(StoredEvent {
+                    id: event.id,
+                    event_type: event_type_from(&event_type).map_err(internal)?,
+                    created_at,
+                }));
+            }
+            return Ok(PublishOutcome::Conflict);
+        }
+    }
+    // Every publish runs these statements: each is parsed once per connection.
+    let account: Option<String> = c
+        .prepare_cached("SELECT account_id FROM teams WHERE id = ?1")
+        .and_then(|mut s| s.query_row([&event.team_id], |r| r.get(0)).optional())
+        .map_err(internal)?;
+    match account {
+        None => return Ok(PublishOutcome::UnknownTeam),
+        Some(account) if account != event.account_id => return Ok(PublishOutcome::AccountMismatch),
+        Some(_) => {}
+    }
+    c.prepare_cached("INSERT INTO events (id, team_id, event_type, created_at, body) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .and_then(|mut s| {
+            s.execute(params![
+                event.id.as_str(),
+                event.team_id,
+                event.event_type.as_str(),
+                event.created_at,
+                &event.body[..]
+            ])
+        })
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                StoreError::Conflict("event id already used".into())
+            }
+            other => internal(other),
+        })?;
+
+    let mut endpoints = c
+        .prepare_cached(
+            "SELECT id, url, secret, event_types FROM endpoints WHERE team_id = ?1 AND kind = ?2 AND status = 'active'",
+        )
+        .map_err(internal)?;
+    let subscribed: Vec<(String, String, String)> = endpoints
+        .query_map(params![event.team_id, EndpointKind::Webhook.as_str()], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .map_err(internal)?
+        .filter_map(|r| r.ok())
+        .filter(|(_, _, _, types)| subscribes(types, event.event_type))
+        .map(|(id, url, secret, _)| (id, url, secret))
+        .collect();
+
+    let mut insert = c
+        .prepare_cached(
+            "INSERT INTO deliveries (event_id, endpoint_id, team_id, state, attempts, next_attempt_at, locked_until, locked_by, created_at)
+             VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?5, ?6, ?4)",
+        )
+        .map_err(internal)?;
+    let team_id = TeamId::from_stored(event.team_id.clone());
+    let mut deliveries = Vec::with_capacity(subscribed.len());
+    for (endpoint_id, url, secret) in subscribed {
+        insert
+            .execute(params![
+                event.id.as_str(),
+                endpoint_id,
+                event.team_id,
+                event.created_at,
+                lease.until_ms,
+                lease.node
+            ])
+            .map_err(internal)?;
+        deliveries.push(ClaimedDelivery {
+            id: DeliveryId(c.last_insert_rowid()),
+            team_id: team_id.clone(),
+            event_id: event.id.clone(),
+            event_type: event.event_type,
+            body: event.body.clone(),
+            endpoint_id: EndpointId::from_stored(endpoint_id),
+            url,
+            secret: secret_from(&secret).map_err(internal)?,
+            attempt: 1,
+            due_ms: 0,
+        });
+    }
+    Ok(PublishOutcome::Created {
+        event: StoredEvent {
+            id: event.id,
+            event_type: event.event_type,
+            created_at: event.created_at,
+        },
+        deliveries,
+    })
+}
+
+pub(super) fn publish_bot_in(
+    c: &Connection,
+    bot_id: &str,
+    events: Vec<NewBotEvent>,
+    lease: Option<&Lease>,
+) -> StoreResult<BotPublishOutcome> {
+    let bot = c
+        .prepare_cached(&format!("SELECT {BOT_COLUMNS} FROM bots WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([bot_id], bot_from_row).optional())
+        .map_err(internal)?;
+    let Some(bot) = bot else {
+        return Ok(BotPublishOutcome::UnknownBot);
+    };
+    let context = bot.envelope_context();
+    let endpoints: Vec<Endpoint> = bot_endpoints(c, bot_id)?
+        .into_iter()
+        .filter(|e| e.status == EndpointStatus::Active)
+        .collect();
+    let mut insert_event = c
+        .prepare_cached("INSERT INTO events (id, team_id, event_type, created_at, body) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .map_err(internal)?;
+    let mut insert_delivery = c
+        .prepare_cached(
+            "INSERT INTO deliveries (event_id, endpoint_id, team_id, state, ordered, attempts, next_attempt_at, locked_until, locked_by, body, created_at)
+             VALUES (?1, ?2, ?3, 'pending', 1, 0, ?4, ?5, ?6, ?7, ?4)",
+        )
+        .map_err(internal)?;
+    let mut stored = Vec::with_capacity(events.len());
+    let mut deliveries = Vec::new();
+    for event in events {
+        insert_event
+            .execute(params![
+                event.id.as_str(),
+                bot.team_id.as_str(),
+                event.event_type.as_str(),
+                event.created_at,
+                event.data.as_bytes()
+            ])
+            .map_err(internal)?;
+        let data = serde_json::value::RawValue::from_string(event.data)
+            .map_err(|e| StoreError::Internal(format!("bot event data is not JSON: {e}")))?;
+        for endpoint in endpoints.iter().filter(|e| e.event_types.contains(&event.event_type)) {
+            let body = realtime_body(
+                event.event_type,
+                &data,
+                endpoint.id.as_str(),
+                &endpoint.metadata,
+                &context,
+            );
+            insert_delivery
+                .execute(params![
+                    event.id.as_str(),
+                    endpoint.id.as_str(),
+                    bot.team_id.as_str(),
+                    event.created_at,
+                    lease.map(|l| l.until_ms),
+                    lease.map(|l| l.node.as_str()),
+                    &body[..]
+                ])
+                .map_err(internal)?;
+            deliveries.push(ClaimedDelivery::fresh(
+                DeliveryId(c.last_insert_rowid()),
+                endpoint,
+                event.id.clone(),
+                event.event_type,
+                Bytes::from(body),
+            ));
+        }
+        stored.push(StoredEvent {
+            id: event.id,
+            event_type: event.event_type,
+            created_at: event.created_at,
+        });
+    }
+    Ok(BotPublishOutcome::Created {
+        events: stored,
+        deliveries,
+    })
+}
+
+#[async_trait]
+impl Publishing for SqliteStore {
+    async fn publish(&self, event: NewEvent, lease: &Lease) -> StoreResult<PublishOutcome> {
+        let lease = lease.clone();
+        self.conns.write_shared(move |c| publish_in(c, event, &lease)).await
+    }
+
+    async fn publish_bot_events(
+        &self,
+        bot: &BotId,
+        events: Vec<NewBotEvent>,
+        lease: Option<&Lease>,
+    ) -> StoreResult<BotPublishOutcome> {
+        let (bot, lease) = (bot.as_str().to_owned(), lease.cloned());
+        self.conns
+            .write_shared(move |c| publish_bot_in(c, &bot, events, lease.as_ref()))
+            .await
+    }
+
+    async fn resend(
+        &self,
+        team: &TeamId,
+        webhook: &EndpointId,
+        event: &EventId,
+        lease: &Lease,
+        now_ms: i64,
+    ) -> StoreResult<ManualOutcome> {
+        let (team, webhook, event, lease) = (
+            team.as_str().to_owned(),
+            webhook.as_str().to_owned(),
+            event.as_str().to_owned(),
+            lease.clone(),
+        );
+        self.conns
+            .write(move |c| {
+                let endpoint = match manual_target(c, &team, &webhook)? {
+                    Ok(endpoint) => endpoint,
+                    Err(refused) => return Ok(refused),
+                };
+                let stored = c
+                    .query_row(
+                        "SELECT event_type, body FROM events WHERE id = ?1 AND team_id = ?2",
+                        params![event, team],
+                        |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)),
+                    )
+                    .optional()
+                    .map_err(internal)?;
+                let Some((event_type, body)) = stored else {
+                    return Ok(ManualOutcome::UnknownEvent);
+                };
+                let event_type = event_type_from(&event_type).map_err(internal)?;
+                if !event_type.is_team_webhook_type() {
+                    return Ok(ManualOutcome::NotAWebhookEvent);
+                }
+                let delivery = insert_manual_delivery(
+                    c,
+                    &endpoint,
+                    EventId::from_stored(event),
+                    event_type,
+                    Bytes::from(body),
+                    now_ms,
+                    &lease,
+                )?;
+                Ok(ManualOutcome::Created(delivery))
+            })
+            .await
+    }
+
+    async fn publish_test_event(
+        &self,
+        event: NewEvent,
+        webhook: &EndpointId,
+        lease: &Lease,
+    ) -> StoreResult<ManualOutcome> {
+        let (webhook, lease) = (webhook.as_str().to_owned(), lease.clone());
+        self.conns
+            .write(move |c| {
+                let endpoint = match manual_target(c, &event.team_id, &webhook)? {
+                    Ok(endpoint) => endpoint,
+                    Err(refused) => return Ok(refused),
+                };
+                c.prepare_cached(
+                    "INSERT INTO events (id, team_id, event_type, created_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        event.id.as_str(),
+                        event.team_id,
+                        event.event_type.as_str(),
+                        event.created_at,
+                        &event.body[..]
+                    ])
+                })
+                .map_err(internal)?;
+                let delivery = insert_manual_delivery(
+                    c,
+                    &endpoint,
+                    event.id,
+                    event.event_type,
+                    event.body,
+                    event.created_at,
+                    &lease,
+                )?;
+                Ok(ManualOutcome::Created(delivery))
+            })
+            .await
+    }
+}
