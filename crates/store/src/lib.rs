@@ -13,6 +13,7 @@
 
 mod codec;
 pub mod model;
+mod plan;
 pub mod postgres;
 pub mod sqlite;
 

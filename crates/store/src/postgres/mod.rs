@@ -24,7 +24,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use herald_domain::attempt::AttemptStatus;
-use herald_domain::bot::realtime_body;
 use herald_domain::event::{EventType, same_payload};
 use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EndpointKind, EventId, KeyId, TeamId};
 use herald_domain::keys::KeyHash;
@@ -36,6 +35,7 @@ use crate::codec::{
     request_headers_stored, stored_data_of,
 };
 use crate::model::*;
+use crate::plan::{self, PlannedDelivery};
 use crate::{AttemptLog, Endpoints, Publishing, Queue, Sessions, StoreError, StoreResult, StoreSignal, Tenancy};
 
 mod accounts;

@@ -3,8 +3,7 @@
 
 use super::*;
 
-/// The webhook a manual delivery goes to: the team's, and active; otherwise
-/// the outcome to answer instead.
+/// The webhook a manual delivery goes to ([`plan::manual_target`]).
 pub(super) async fn manual_target(
     client: &impl deadpool_postgres::GenericClient,
     team: &str,
@@ -12,46 +11,37 @@ pub(super) async fn manual_target(
 ) -> StoreResult<Result<Endpoint, ManualOutcome>> {
     let row = client
         .query_opt(
-            &format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = $1 AND team_id = $2 AND kind = $3"),
-            &[&webhook, &team, &EndpointKind::Webhook.as_str()],
+            &format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = $1 AND team_id = $2"),
+            &[&webhook, &team],
         )
         .await
         .map_err(pg_error)?;
-    let Some(row) = row else {
-        return Ok(Err(ManualOutcome::UnknownWebhook));
-    };
-    let endpoint = endpoint_from_row(&row)?;
-    if endpoint.status != EndpointStatus::Active {
-        return Ok(Err(ManualOutcome::Deactivated));
-    }
-    Ok(Ok(endpoint))
+    let found = row.as_ref().map(endpoint_from_row).transpose()?;
+    Ok(plan::manual_target(found).map_err(ManualOutcome::from))
 }
 
-/// A new pending delivery marked manual, due now and leased to the caller.
+/// Stores a planned manual delivery, leased to the caller.
 pub(super) async fn insert_manual_delivery(
     client: &impl deadpool_postgres::GenericClient,
-    endpoint: &Endpoint,
-    event_id: EventId,
-    event_type: EventType,
-    body: Bytes,
-    now_ms: i64,
+    planned: PlannedDelivery<'_>,
     lease: &Lease,
 ) -> StoreResult<ClaimedDelivery> {
     let row = client
         .query_one(
             "INSERT INTO deliveries (event_id, endpoint_id, team_id, state, attempts, next_attempt_at, locked_until, locked_by, manual, created_at)
              VALUES ($1, $2, $3, 'pending', 0, $4, $5, $6, TRUE, $4) RETURNING seq",
-            &[&event_id.as_str(), &endpoint.id.as_str(), &endpoint.team_id.as_str(), &now_ms, &lease.until_ms, &lease.node],
+            &[
+                &planned.event_id.as_str(),
+                &planned.endpoint.id.as_str(),
+                &planned.endpoint.team_id.as_str(),
+                &planned.due_ms,
+                &lease.until_ms,
+                &lease.node,
+            ],
         )
         .await
         .map_err(pg_error)?;
-    Ok(ClaimedDelivery::fresh(
-        DeliveryId(row.get(0)),
-        endpoint,
-        event_id,
-        event_type,
-        body,
-    ))
+    Ok(planned.claimed(DeliveryId(row.get(0))))
 }
 
 pub(super) async fn existing_event(
@@ -114,7 +104,8 @@ impl Publishing for PgStore {
             return Ok(ManualOutcome::NotAWebhookEvent);
         }
         let body = Bytes::from(stored.get::<_, Vec<u8>>(1));
-        let delivery = insert_manual_delivery(&tx, &endpoint, event.clone(), event_type, body, now_ms, lease).await?;
+        let planned = plan::manual_delivery(&endpoint, event.clone(), event_type, body, now_ms);
+        let delivery = insert_manual_delivery(&tx, planned, lease).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(ManualOutcome::Created(delivery))
     }
@@ -143,16 +134,8 @@ impl Publishing for PgStore {
         )
         .await
         .map_err(pg_error)?;
-        let delivery = insert_manual_delivery(
-            &tx,
-            &endpoint,
-            event.id,
-            event.event_type,
-            event.body,
-            event.created_at,
-            lease,
-        )
-        .await?;
+        let planned = plan::manual_delivery(&endpoint, event.id, event.event_type, event.body, event.created_at);
+        let delivery = insert_manual_delivery(&tx, planned, lease).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(ManualOutcome::Created(delivery))
     }
@@ -198,12 +181,8 @@ impl Publishing for PgStore {
             return Ok(BotPublishOutcome::UnknownBot);
         };
         let bot = bot_from_row(&row);
-        let context = bot.envelope_context();
-        let endpoints: Vec<Endpoint> = bot_endpoints(&tx, bot_id.as_str())
-            .await?
-            .into_iter()
-            .filter(|e| e.status == EndpointStatus::Active)
-            .collect();
+        let endpoints = bot_endpoints(&tx, bot_id.as_str()).await?;
+        let planned = plan::bot_events(&bot, &endpoints, events)?;
         let insert_event = tx
             .prepare("INSERT INTO events (id, team_id, event_type, created_at, body) VALUES ($1, $2, $3, $4, $5)")
             .await
@@ -216,59 +195,40 @@ impl Publishing for PgStore {
             .await
             .map_err(pg_error)?;
         let (until, node) = (lease.map(|l| l.until_ms), lease.map(|l| l.node.as_str()));
-        let mut stored = Vec::with_capacity(events.len());
+        let mut stored = Vec::with_capacity(planned.len());
         let mut deliveries = Vec::new();
-        for event in events {
+        for p in planned {
             tx.execute(
                 &insert_event,
                 &[
-                    &event.id.as_str(),
+                    &p.event.id.as_str(),
                     &bot.team_id.as_str(),
-                    &event.event_type.as_str(),
-                    &event.created_at,
-                    &event.data.as_bytes(),
+                    &p.event.event_type.as_str(),
+                    &p.event.created_at,
+                    &p.data.get().as_bytes(),
                 ],
             )
             .await
             .map_err(pg_error)?;
-            let data = serde_json::value::RawValue::from_string(event.data)
-                .map_err(|e| StoreError::Internal(format!("bot event data is not JSON: {e}")))?;
-            for endpoint in endpoints.iter().filter(|e| e.event_types.contains(&event.event_type)) {
-                let body = realtime_body(
-                    event.event_type,
-                    &data,
-                    endpoint.id.as_str(),
-                    &endpoint.metadata,
-                    &context,
-                );
+            for d in p.deliveries {
                 let seq = tx
                     .query_one(
                         &insert_delivery,
                         &[
-                            &event.id.as_str(),
-                            &endpoint.id.as_str(),
+                            &d.event_id.as_str(),
+                            &d.endpoint.id.as_str(),
                             &bot.team_id.as_str(),
-                            &event.created_at,
+                            &d.due_ms,
                             &until,
                             &node,
-                            &body,
+                            &&d.body[..],
                         ],
                     )
                     .await
                     .map_err(pg_error)?;
-                deliveries.push(ClaimedDelivery::fresh(
-                    DeliveryId(seq.get(0)),
-                    endpoint,
-                    event.id.clone(),
-                    event.event_type,
-                    Bytes::from(body),
-                ));
+                deliveries.push(d.claimed(DeliveryId(seq.get(0))));
             }
-            stored.push(StoredEvent {
-                id: event.id,
-                event_type: event.event_type,
-                created_at: event.created_at,
-            });
+            stored.push(p.event);
         }
         if lease.is_none() && !deliveries.is_empty() {
             tx.execute("SELECT pg_notify($1, '')", &[&WORK_CHANNEL])

@@ -15,7 +15,6 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
 use herald_domain::attempt::AttemptStatus;
-use herald_domain::bot::realtime_body;
 use herald_domain::event::{EventType, same_payload};
 use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EndpointKind, EventId, KeyId, TeamId};
 use herald_domain::keys::KeyHash;
@@ -30,6 +29,7 @@ use crate::codec::{
     request_headers_stored, stored_data_of, subscribes,
 };
 use crate::model::*;
+use crate::plan::{self, PlannedDelivery};
 use crate::{AttemptLog, Endpoints, Publishing, Queue, Sessions, StoreError, StoreResult, Tenancy};
 use pool::{Connections, internal};
 

@@ -3,29 +3,20 @@
 
 use super::*;
 
-/// The webhook a manual delivery goes to: the team's, and active. The
-/// outcome to answer instead when it may not take one.
+/// The webhook a manual delivery goes to ([`plan::manual_target`]).
 pub(super) fn manual_target(c: &Connection, team: &str, webhook: &str) -> StoreResult<Result<Endpoint, ManualOutcome>> {
-    let endpoint = match load_endpoint(c, team, webhook) {
-        Ok(endpoint) if endpoint.id.kind() == EndpointKind::Webhook => endpoint,
-        Ok(_) | Err(StoreError::NotFound) => return Ok(Err(ManualOutcome::UnknownWebhook)),
+    let found = match load_endpoint(c, team, webhook) {
+        Ok(endpoint) => Some(endpoint),
+        Err(StoreError::NotFound) => None,
         Err(other) => return Err(other),
     };
-    if endpoint.status != EndpointStatus::Active {
-        return Ok(Err(ManualOutcome::Deactivated));
-    }
-    Ok(Ok(endpoint))
+    Ok(plan::manual_target(found).map_err(ManualOutcome::from))
 }
 
-/// A new pending delivery marked manual, due now and leased to the caller;
-/// it sends the event's stored body.
+/// Stores a planned manual delivery, leased to the caller.
 pub(super) fn insert_manual_delivery(
     c: &Connection,
-    endpoint: &Endpoint,
-    event_id: EventId,
-    event_type: EventType,
-    body: Bytes,
-    now_ms: i64,
+    planned: PlannedDelivery<'_>,
     lease: &Lease,
 ) -> StoreResult<ClaimedDelivery> {
     c.prepare_cached(
@@ -34,22 +25,16 @@ pub(super) fn insert_manual_delivery(
     )
     .and_then(|mut s| {
         s.execute(params![
-            event_id.as_str(),
-            endpoint.id.as_str(),
-            endpoint.team_id.as_str(),
-            now_ms,
+            planned.event_id.as_str(),
+            planned.endpoint.id.as_str(),
+            planned.endpoint.team_id.as_str(),
+            planned.due_ms,
             lease.until_ms,
             lease.node
         ])
     })
     .map_err(internal)?;
-    Ok(ClaimedDelivery::fresh(
-        DeliveryId(c.last_insert_rowid()),
-        endpoint,
-        event_id,
-        event_type,
-        body,
-    ))
+    Ok(planned.claimed(DeliveryId(c.last_insert_rowid())))
 }
 
 pub(super) fn publish_in(c: &Connection, event: NewEvent, lease: &Lease) -> StoreResult<PublishOutcome> {
@@ -177,11 +162,8 @@ pub(super) fn publish_bot_in(
     let Some(bot) = bot else {
         return Ok(BotPublishOutcome::UnknownBot);
     };
-    let context = bot.envelope_context();
-    let endpoints: Vec<Endpoint> = bot_endpoints(c, bot_id)?
-        .into_iter()
-        .filter(|e| e.status == EndpointStatus::Active)
-        .collect();
+    let endpoints = bot_endpoints(c, bot_id)?;
+    let planned = plan::bot_events(&bot, &endpoints, events)?;
     let mut insert_event = c
         .prepare_cached("INSERT INTO events (id, team_id, event_type, created_at, body) VALUES (?1, ?2, ?3, ?4, ?5)")
         .map_err(internal)?;
@@ -191,52 +173,33 @@ pub(super) fn publish_bot_in(
              VALUES (?1, ?2, ?3, 'pending', 1, 0, ?4, ?5, ?6, ?7, ?4)",
         )
         .map_err(internal)?;
-    let mut stored = Vec::with_capacity(events.len());
+    let mut stored = Vec::with_capacity(planned.len());
     let mut deliveries = Vec::new();
-    for event in events {
+    for p in planned {
         insert_event
             .execute(params![
-                event.id.as_str(),
+                p.event.id.as_str(),
                 bot.team_id.as_str(),
-                event.event_type.as_str(),
-                event.created_at,
-                event.data.as_bytes()
+                p.event.event_type.as_str(),
+                p.event.created_at,
+                p.data.get().as_bytes()
             ])
             .map_err(internal)?;
-        let data = serde_json::value::RawValue::from_string(event.data)
-            .map_err(|e| StoreError::Internal(format!("bot event data is not JSON: {e}")))?;
-        for endpoint in endpoints.iter().filter(|e| e.event_types.contains(&event.event_type)) {
-            let body = realtime_body(
-                event.event_type,
-                &data,
-                endpoint.id.as_str(),
-                &endpoint.metadata,
-                &context,
-            );
+        for d in p.deliveries {
             insert_delivery
                 .execute(params![
-                    event.id.as_str(),
-                    endpoint.id.as_str(),
+                    d.event_id.as_str(),
+                    d.endpoint.id.as_str(),
                     bot.team_id.as_str(),
-                    event.created_at,
+                    d.due_ms,
                     lease.map(|l| l.until_ms),
                     lease.map(|l| l.node.as_str()),
-                    &body[..]
+                    &d.body[..]
                 ])
                 .map_err(internal)?;
-            deliveries.push(ClaimedDelivery::fresh(
-                DeliveryId(c.last_insert_rowid()),
-                endpoint,
-                event.id.clone(),
-                event.event_type,
-                Bytes::from(body),
-            ));
+            deliveries.push(d.claimed(DeliveryId(c.last_insert_rowid())));
         }
-        stored.push(StoredEvent {
-            id: event.id,
-            event_type: event.event_type,
-            created_at: event.created_at,
-        });
+        stored.push(p.event);
     }
     Ok(BotPublishOutcome::Created {
         events: stored,
@@ -298,15 +261,14 @@ impl Publishing for SqliteStore {
                 if !event_type.is_team_webhook_type() {
                     return Ok(ManualOutcome::NotAWebhookEvent);
                 }
-                let delivery = insert_manual_delivery(
-                    c,
+                let planned = plan::manual_delivery(
                     &endpoint,
                     EventId::from_stored(event),
                     event_type,
                     Bytes::from(body),
                     now_ms,
-                    &lease,
-                )?;
+                );
+                let delivery = insert_manual_delivery(c, planned, &lease)?;
                 Ok(ManualOutcome::Created(delivery))
             })
             .await
@@ -338,15 +300,9 @@ impl Publishing for SqliteStore {
                     ])
                 })
                 .map_err(internal)?;
-                let delivery = insert_manual_delivery(
-                    c,
-                    &endpoint,
-                    event.id,
-                    event.event_type,
-                    event.body,
-                    event.created_at,
-                    &lease,
-                )?;
+                let planned =
+                    plan::manual_delivery(&endpoint, event.id, event.event_type, event.body, event.created_at);
+                let delivery = insert_manual_delivery(c, planned, &lease)?;
                 Ok(ManualOutcome::Created(delivery))
             })
             .await

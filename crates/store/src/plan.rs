@@ -1,0 +1,136 @@
+//! What a write consists of, decided once for both backends: the webhook a
+//! manual delivery may go to, the deliveries a batch of bot events makes
+//! (which endpoints, each with its own envelope, in production order), and
+//! what each new delivery is handed to the engine as. A backend turns a plan
+//! into its SQL and gives each planned delivery its id; it decides nothing
+//! of what is written.
+
+use bytes::Bytes;
+use herald_domain::bot::realtime_body;
+use herald_domain::event::EventType;
+use herald_domain::ids::{DeliveryId, EndpointKind, EventId};
+use herald_domain::webhook::EndpointStatus;
+
+use crate::model::*;
+use crate::{StoreError, StoreResult};
+
+/// Why a manual delivery may not be made: answered as its [`ManualOutcome`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    UnknownWebhook,
+    Deactivated,
+}
+
+impl From<Refused> for ManualOutcome {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::UnknownWebhook => Self::UnknownWebhook,
+            Refused::Deactivated => Self::Deactivated,
+        }
+    }
+}
+
+/// The webhook a manual delivery (a resend, a test event) goes to: `found`,
+/// the team's endpoint of that id if any, when it is a webhook and active.
+pub(crate) fn manual_target(found: Option<Endpoint>) -> Result<Endpoint, Refused> {
+    match found {
+        Some(endpoint) if endpoint.id.kind() != EndpointKind::Webhook => Err(Refused::UnknownWebhook),
+        Some(endpoint) if endpoint.status != EndpointStatus::Active => Err(Refused::Deactivated),
+        Some(endpoint) => Ok(endpoint),
+        None => Err(Refused::UnknownWebhook),
+    }
+}
+
+/// A delivery a write makes, before the store has given it an id: pending,
+/// due at `due_ms`, leased to the writer when it has a lease.
+#[derive(Debug)]
+pub(crate) struct PlannedDelivery<'a> {
+    pub endpoint: &'a Endpoint,
+    pub event_id: EventId,
+    pub event_type: EventType,
+    /// What is sent: the event's body, or for a real-time endpoint its own
+    /// envelope (stored with the delivery).
+    pub body: Bytes,
+    pub due_ms: i64,
+}
+
+impl PlannedDelivery<'_> {
+    /// The delivery as the engine takes it, once stored under `id`.
+    pub(crate) fn claimed(self, id: DeliveryId) -> ClaimedDelivery {
+        ClaimedDelivery::fresh(id, self.endpoint, self.event_id, self.event_type, self.body)
+    }
+}
+
+/// A manual delivery of an event to `endpoint`, due at once.
+pub(crate) fn manual_delivery(
+    endpoint: &Endpoint,
+    event_id: EventId,
+    event_type: EventType,
+    body: Bytes,
+    now_ms: i64,
+) -> PlannedDelivery<'_> {
+    PlannedDelivery {
+        endpoint,
+        event_id,
+        event_type,
+        body,
+        due_ms: now_ms,
+    }
+}
+
+/// One bot event as stored, with the ordered deliveries it makes.
+#[derive(Debug)]
+pub(crate) struct PlannedBotEvent<'a> {
+    pub event: StoredEvent,
+    /// The fleet's `data`, stored as the event's body.
+    pub data: Box<serde_json::value::RawValue>,
+    pub deliveries: Vec<PlannedDelivery<'a>>,
+}
+
+/// A batch of a bot's events, in production order: each event goes to
+/// every active real-time endpoint of the bot subscribed to its type, with
+/// that endpoint's envelope, due at the event's creation.
+pub(crate) fn bot_events<'a>(
+    bot: &Bot,
+    endpoints: &'a [Endpoint],
+    events: Vec<NewBotEvent>,
+) -> StoreResult<Vec<PlannedBotEvent<'a>>> {
+    let context = bot.envelope_context();
+    let active: Vec<&Endpoint> = endpoints
+        .iter()
+        .filter(|e| e.status == EndpointStatus::Active)
+        .collect();
+    events
+        .into_iter()
+        .map(|event| {
+            let data = serde_json::value::RawValue::from_string(event.data)
+                .map_err(|e| StoreError::Internal(format!("bot event data is not JSON: {e}")))?;
+            let deliveries = active
+                .iter()
+                .filter(|e| e.event_types.contains(&event.event_type))
+                .map(|endpoint| PlannedDelivery {
+                    endpoint,
+                    event_id: event.id.clone(),
+                    event_type: event.event_type,
+                    body: Bytes::from(realtime_body(
+                        event.event_type,
+                        &data,
+                        endpoint.id.as_str(),
+                        &endpoint.metadata,
+                        &context,
+                    )),
+                    due_ms: event.created_at,
+                })
+                .collect();
+            Ok(PlannedBotEvent {
+                event: StoredEvent {
+                    id: event.id,
+                    event_type: event.event_type,
+                    created_at: event.created_at,
+                },
+                data,
+                deliveries,
+            })
+        })
+        .collect()
+}
