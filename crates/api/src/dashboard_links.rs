@@ -60,7 +60,7 @@ pub async fn create(
         &team,
         &state.settings.public_url,
         state.settings.dashboard_link_ttl,
-        herald_engine::now_ms(),
+        state.settings.clock.now_ms(),
     )
     .await
     .map_err(|e| crate::accounts::not_found_as(e, "team"))?;

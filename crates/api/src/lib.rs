@@ -65,6 +65,8 @@ pub struct ApiSettings {
     pub dashboard_link_ttl: Duration,
     /// What one team or bot may hold.
     pub limits: Limits,
+    /// The wall clock dashboard links expire by.
+    pub clock: herald_engine::Clock,
 }
 
 impl AppState {

@@ -779,13 +779,6 @@ pub async fn realtime(p: &Params) -> anyhow::Result<Report> {
             }]},
         });
         let (status, answer) = api.post("/api/v1/bot/", &key, &body).await?;
-        if b == 0 && (status == 404 || status == 405) {
-            report.set("error", "real-time API not available");
-            report.set("status", u64::from(status));
-            receiver.stop().await;
-            herald.stop().await;
-            return Ok(report);
-        }
         if status != 201 {
             anyhow::bail!("POST /api/v1/bot/ answered {status}: {answer}");
         }

@@ -1,14 +1,14 @@
 //! The server under test: one `herald serve` child process on a fresh SQLite
 //! file in its own temporary directory, and what `/proc` says about it.
 //!
-//! [`Herald::start`] picks a free port, starts the binary with the
-//! development settings the harness needs, and waits (bounded) for
+//! [`Herald::start`] starts the binary on port 0 (it prints the address it
+//! bound), with the development settings the harness needs, and waits (bounded) for
 //! `GET /readyz` to answer 200, timing it. A background task samples the
 //! resident set every 100 ms; [`Herald::stats`] adds the kernel's own peak
 //! (`VmHWM`) and the CPU time used so far. The child is killed on
 //! [`Herald::stop`], and on drop if the harness bails out early.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -112,8 +112,6 @@ impl Herald {
             .prefix("herald-bench-")
             .tempdir()
             .context("cannot create a temporary directory")?;
-        let port = free_port()?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let db = dir.path().join("herald.db");
         let stdout = std::fs::File::create(dir.path().join("stdout.log"))?;
         let stderr = std::fs::File::create(dir.path().join("stderr.log"))?;
@@ -125,7 +123,8 @@ impl Herald {
         let child = command
             .arg("serve")
             .current_dir(dir.path())
-            .env("HERALD_LISTEN", addr.to_string())
+            // The system picks a free port; the server prints it.
+            .env("HERALD_LISTEN", "127.0.0.1:0")
             .env(
                 "HERALD_DATABASE_URL",
                 database_url.map_or_else(|| format!("sqlite://{}", db.display()), str::to_owned),
@@ -142,6 +141,8 @@ impl Herald {
         let pid = child.id().context("the server exited at once")?;
         let peak_sampled_kb = Arc::new(AtomicU64::new(0));
         let sampler = tokio::spawn(sample_rss(pid, Arc::clone(&peak_sampled_kb)));
+        let mut child = child;
+        let addr = bound_address(&mut child, &dir.path().join("stdout.log"), spawned).await?;
         let mut herald = Self {
             child,
             pid,
@@ -234,10 +235,26 @@ impl Drop for Herald {
     }
 }
 
-/// A port nobody listens on right now.
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
-    Ok(listener.local_addr()?.port())
+/// The address the server bound, from the `listening on http://ADDR` line
+/// it prints on stdout (it is started on port 0).
+async fn bound_address(child: &mut Child, stdout: &Path, spawned: Instant) -> anyhow::Result<SocketAddr> {
+    let deadline = spawned + READY_TIMEOUT;
+    loop {
+        let printed = std::fs::read_to_string(stdout).unwrap_or_default();
+        if let Some(addr) = printed.lines().find_map(|l| l.strip_prefix("listening on http://")) {
+            return addr
+                .trim()
+                .parse()
+                .with_context(|| format!("the server printed an address that does not parse: {addr}"));
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("the server exited before it listened ({status}); its stdout:\n{printed}");
+        }
+        if Instant::now() >= deadline {
+            bail!("the server printed no address within {READY_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 async fn sample_rss(pid: u32, peak_kb: Arc<AtomicU64>) {

@@ -1,7 +1,6 @@
 //! Runs every benchmark scenario in smoke mode (`herald-bench all --smoke`)
 //! against the debug `herald` binary, and checks that each scenario printed
-//! its JSON line and that no event went missing. `realtime` may report that
-//! the real-time API is not available.
+//! its JSON line, with no error, and that no event went missing.
 
 #![allow(clippy::unwrap_used)]
 
@@ -92,13 +91,7 @@ fn every_scenario_runs_in_smoke_mode_and_loses_nothing() {
             .iter()
             .find(|r| r["scenario"] == name)
             .unwrap_or_else(|| panic!("no JSON line for `{name}` in:\n{out}"));
-        if let Some(error) = report.get("error") {
-            assert!(
-                name == "realtime" && error == "real-time API not available",
-                "{name} failed: {report}"
-            );
-            continue;
-        }
+        assert!(report.get("error").is_none(), "{name} failed: {report}");
         if name == "idle" {
             assert!(report["ready_ms"].as_f64().unwrap() > 0.0, "{report}");
             assert!(report["server_rss_mb"].as_f64().unwrap() > 0.0, "{report}");

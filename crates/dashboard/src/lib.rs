@@ -60,6 +60,8 @@ pub struct DashboardSettings {
     pub session_ttl: Duration,
     /// What one team may hold, as in the API.
     pub limits: herald_domain::limits::Limits,
+    /// The wall clock sign-in links and sessions expire by.
+    pub clock: herald_engine::Clock,
 }
 
 impl DashboardState {

@@ -41,7 +41,7 @@ impl FromRequestParts<DashboardState> for Session {
         let token = session_cookie(&parts.headers).ok_or(DashboardError::SignedOut)?;
         let found = state
             .store
-            .dashboard_session(&token.hash(), herald_engine::now_ms())
+            .dashboard_session(&token.hash(), state.settings.clock.now_ms())
             .await?
             .ok_or(DashboardError::SignedOut)?;
         Ok(Self {
@@ -123,7 +123,7 @@ pub async fn sign_in(
     let Some(link) = query.token.as_deref().and_then(Token::parse) else {
         return Ok(refused());
     };
-    let now = herald_engine::now_ms();
+    let now = state.settings.clock.now_ms();
     let ttl = state.settings.session_ttl;
     let session = Token::generate();
     let opened = state

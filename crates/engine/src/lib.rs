@@ -327,6 +327,41 @@ impl Engine {
 }
 
 /// The wall clock in Unix milliseconds: the engine's one clock read.
+/// Where the wall-clock time comes from for what expires by it (dashboard
+/// sign-in links and sessions). The server runs on [`Clock::system`]; a test
+/// sets a [`Clock::manual`] one and moves it on, instead of sleeping
+/// through the expiry.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl Clock {
+    /// The system's clock ([`now_ms`]).
+    pub fn system() -> Self {
+        Self(Arc::new(now_ms))
+    }
+
+    /// A clock that reads `start_ms` until the returned handle moves it.
+    pub fn manual(start_ms: i64) -> (Self, Arc<std::sync::atomic::AtomicI64>) {
+        let time = Arc::new(std::sync::atomic::AtomicI64::new(start_ms));
+        let read = Arc::clone(&time);
+        (
+            Self(Arc::new(move || read.load(std::sync::atomic::Ordering::Relaxed))),
+            time,
+        )
+    }
+
+    /// Unix milliseconds now.
+    pub fn now_ms(&self) -> i64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.now_ms())
+    }
+}
+
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

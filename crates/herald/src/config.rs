@@ -60,6 +60,9 @@ pub struct Config {
     pub limits: Limits,
     /// The bounds on client connections.
     pub serve_limits: ServeLimits,
+    /// The wall clock that dashboard links and sessions expire by; tests
+    /// set a manual one.
+    pub clock: herald_engine::Clock,
 }
 
 impl Config {
@@ -86,6 +89,7 @@ impl Config {
                 header_timeout: ServeLimits::DEFAULT_HEADER_TIMEOUT,
                 max_connections: ServeLimits::default_max_connections(open_file_limit()),
             },
+            clock: herald_engine::Clock::system(),
         }
     }
 

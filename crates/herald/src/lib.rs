@@ -80,6 +80,7 @@ impl App {
             public_url: public_url.clone(),
             dashboard_link_ttl: config.dashboard_link_ttl,
             limits: config.limits,
+            clock: config.clock.clone(),
         };
         let dashboard = DashboardState::new(
             Arc::clone(&store),
@@ -89,6 +90,7 @@ impl App {
                 target_policy: config.target_policy(),
                 session_ttl: config.dashboard_session_ttl,
                 limits: config.limits,
+                clock: config.clock.clone(),
             },
         );
         let state = AppState::new(store, engine.clone(), admin_hash, settings);

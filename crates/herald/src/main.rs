@@ -115,6 +115,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             if let Some(key) = app.generated_admin_key() {
                 println!("Generated the admin key for this new store (shown once, keep it safe):\n{key}");
             }
+            // The bound address, on stdout: with `--listen 127.0.0.1:0` the
+            // system picks a free port, and whoever started the server (a
+            // test, the benchmark) reads it here.
+            println!("listening on http://{}", app.addr());
             tracing::info!(addr = %app.addr(), "herald is listening");
             app.run_until_stopped(herald::shutdown_signal()).await
         }

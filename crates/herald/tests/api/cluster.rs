@@ -37,7 +37,7 @@ async fn three_nodes_share_the_work_and_losing_one_loses_nothing() {
             let env = [("HERALD_LEASE_MS", "3000"), ("HERALD_ATTEMPT_TIMEOUT_MS", "2000")];
             let mut nodes = Vec::new();
             for _ in 0..3 {
-                nodes.push(start_server_with(&data, free_port(), Some(ADMIN_KEY), &env).await);
+                nodes.push(start_server_with(&data, Some(ADMIN_KEY), &env).await);
             }
             let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
             let client = reqwest::Client::new();
@@ -170,7 +170,7 @@ async fn a_live_node_keeps_every_claim_it_holds() {
             let receiver = TestReceiver::start().await;
             receiver.answer_path("/wh", Answer::Hang);
             let env = [("HERALD_LEASE_MS", "1000"), ("HERALD_ATTEMPT_TIMEOUT_MS", "60000")];
-            let node = start_server_with(&data, free_port(), Some(ADMIN_KEY), &env).await;
+            let node = start_server_with(&data, Some(ADMIN_KEY), &env).await;
             let client = reqwest::Client::new();
             let (team, _) = setup(&client, &node.base, &receiver.url("/wh")).await;
             for i in 0..300 {
@@ -209,8 +209,8 @@ async fn deactivating_on_one_node_stops_attempts_on_every_node_within_a_second()
             let receiver = TestReceiver::start().await;
             // 32 attempts at a time, a second each: 300 events take ~10 s.
             receiver.answer_always(Answer::Slow(204, Duration::from_secs(1)));
-            let a = start_server(&data, free_port(), Some(ADMIN_KEY)).await;
-            let b = start_server(&data, free_port(), Some(ADMIN_KEY)).await;
+            let a = start_server(&data, Some(ADMIN_KEY)).await;
+            let b = start_server(&data, Some(ADMIN_KEY)).await;
             let client = reqwest::Client::new();
             let (team, webhook_id) = setup(&client, &a.base, &receiver.url("/slow")).await;
             for i in 0..300 {
@@ -260,8 +260,8 @@ async fn a_key_revoked_on_one_node_answers_401_on_the_other_at_once() {
     backend
         .run(async {
             let data = TestData::new().await;
-            let a = start_server(&data, free_port(), Some(ADMIN_KEY)).await;
-            let b = start_server(&data, free_port(), Some(ADMIN_KEY)).await;
+            let a = start_server(&data, Some(ADMIN_KEY)).await;
+            let b = start_server(&data, Some(ADMIN_KEY)).await;
             let client = reqwest::Client::new();
             let (team, _) = setup(&client, &a.base, "http://127.0.0.1:9/h").await;
             let get = |base: &str| {
@@ -303,8 +303,8 @@ async fn the_same_id_sent_to_two_nodes_at_once_gives_one_event() {
         .run(async {
             let data = TestData::new().await;
             let receiver = TestReceiver::start().await;
-            let a = start_server(&data, free_port(), Some(ADMIN_KEY)).await;
-            let b = start_server(&data, free_port(), Some(ADMIN_KEY)).await;
+            let a = start_server(&data, Some(ADMIN_KEY)).await;
+            let b = start_server(&data, Some(ADMIN_KEY)).await;
             let client = reqwest::Client::new();
             let (team, _) = setup(&client, &a.base, &receiver.url("/once")).await;
             for i in 0..20 {

@@ -14,8 +14,7 @@ use crate::process::*;
 on_every_store! {
 async fn a_new_store_prints_its_generated_admin_key_once() {
     let data = TestData::new().await;
-    let port = free_port();
-    let server = start_server(&data, port, None).await;
+    let server = start_server(&data, None).await;
     // The reader thread may not have the line yet when the server is ready.
     let printed = Instant::now();
     let key = loop {
@@ -40,7 +39,7 @@ async fn a_new_store_prints_its_generated_admin_key_once() {
     }
     drop(server);
 
-    let server = start_server(&data, port, None).await;
+    let server = start_server(&data, None).await;
     let (status, _) = post(
         &client,
         format!("{}/api/v1/accounts", server.base),
@@ -61,9 +60,8 @@ async fn a_new_store_prints_its_generated_admin_key_once() {
 on_every_store! {
 async fn kill_9_during_a_publish_burst_loses_no_accepted_event() {
     let data = TestData::new().await;
-    let port = free_port();
     let receiver = TestReceiver::start().await;
-    let server = start_server(&data, port, Some(ADMIN_KEY)).await;
+    let server = start_server(&data, Some(ADMIN_KEY)).await;
     let client = reqwest::Client::new();
     let base = server.base.clone();
 
@@ -108,7 +106,7 @@ async fn kill_9_during_a_publish_burst_loses_no_accepted_event() {
     let accepted: HashSet<String> = accepted.lock().unwrap().clone();
     assert!(accepted.len() >= 500, "the burst was under way: {}", accepted.len());
 
-    let _restarted = start_server(&data, port, Some(ADMIN_KEY)).await;
+    let _restarted = start_server(&data, Some(ADMIN_KEY)).await;
     let mut missing = accepted.clone();
     let mut received = 0usize;
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -197,15 +197,25 @@ async fn dashboard_links_need_the_admin_key_and_an_existing_team() {
 }
 
 on_every_store! {
-async fn an_expired_link_opens_nothing() {
-    let app = spawn_app_with(|c| c.dashboard_link_ttl = Duration::from_millis(200)).await;
+async fn an_expired_link_opens_nothing_and_a_session_ends_at_its_time() {
+    let (clock, time) = herald_engine::Clock::manual(herald_engine::now_ms());
+    let app = spawn_app_with(|c| c.clock = clock).await;
     let team = app.create_team().await;
+    // A link works for 15 minutes: one minted now is refused 15 minutes and
+    // a millisecond later.
     let link = app.dashboard_link(&team).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    time.fetch_add(15 * 60_000 + 1, std::sync::atomic::Ordering::Relaxed);
     let response = no_redirects().get(&link).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert!(response.headers().get(SET_COOKIE).is_none());
     assert!(response.text().await.unwrap().contains("expired or was already used"));
+
+    // A session lasts 12 hours: still open a minute before, signed out after.
+    let session = DashSession::sign_in(&app, &team).await;
+    time.fetch_add(12 * 3_600_000 - 60_000, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(session.get("/webhooks").await.status, StatusCode::OK);
+    time.fetch_add(60_001, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(session.get("/webhooks").await.status, StatusCode::UNAUTHORIZED);
 }
 }
 

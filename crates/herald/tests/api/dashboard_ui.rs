@@ -235,7 +235,8 @@ fn named_meeting(team: &TestTeam, meeting_id: &str, name: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ui_sign_in_works_once_keeps_teams_apart_refuses_csrf_and_signs_out() {
     let app = spawn_app().await;
-    let short = spawn_app_with(|c| c.dashboard_link_ttl = Duration::from_millis(300)).await;
+    let (clock, time) = herald_engine::Clock::manual(herald_engine::now_ms());
+    let short = spawn_app_with(|c| c.clock = clock).await;
     let team = app.create_team().await;
     let other = app.create_team().await;
     let theirs = app.create_webhook(&other, "http://127.0.0.1:9/theirs").await;
@@ -252,7 +253,7 @@ async fn ui_sign_in_works_once_keeps_teams_apart_refuses_csrf_and_signs_out() {
         ui.goto(&link).await;
         ui.wait_for_text("h1", "This sign-in link cannot be used").await;
         ui.shot("used-link").await;
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        time.fetch_add(15 * 60_000 + 1, std::sync::atomic::Ordering::Relaxed);
         ui.goto(&expired).await;
         ui.wait_for_text("h1", "This sign-in link cannot be used").await;
 

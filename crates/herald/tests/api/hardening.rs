@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::dashboard_http::DashSession;
 use crate::helpers::*;
-use crate::process::{free_port, post, setup, start_server};
+use crate::process::{post, setup, start_server};
 
 /// Starts a receiver on 127.0.0.1 that answers every request 200 with `body`.
 async fn hostile_receiver(body: &'static str) -> (String, tokio_util::sync::CancellationToken) {
@@ -45,7 +45,7 @@ async fn a_deeply_nested_response_body_is_shown_raw_and_quickly() {
     let body: &'static str = BRACKETS.get_or_init(|| nested(32_000));
     let (url, _stop) = hostile_receiver(body).await;
     let data = TestData::new().await;
-    let server = start_server(&data, free_port(), Some(ADMIN_KEY)).await;
+    let server = start_server(&data, Some(ADMIN_KEY)).await;
     let client = reqwest::Client::new();
     let (team, webhook) = setup(&client, &server.base, &url).await;
     let (status, event) = post(&client, format!("{}/api/v1/events", server.base), ADMIN_KEY, &meeting_event(&team, "m1")).await;

@@ -47,25 +47,20 @@ impl Server {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts the real binary on the test's store. On SQLite no database URL is
 /// given, so the default (a file in the working directory) is what runs.
-pub async fn start_server(data: &TestData, port: u16, admin_key: Option<&str>) -> Server {
-    start_server_with(data, port, admin_key, &[]).await
+pub async fn start_server(data: &TestData, admin_key: Option<&str>) -> Server {
+    start_server_with(data, admin_key, &[]).await
 }
 
-pub async fn start_server_with(data: &TestData, port: u16, admin_key: Option<&str>, env: &[(&str, &str)]) -> Server {
+/// Starts the binary on `127.0.0.1:0` (the system picks a free port, so no
+/// other process can take it first) and reads the bound address from the
+/// line it prints on stdout.
+pub async fn start_server_with(data: &TestData, admin_key: Option<&str>, env: &[(&str, &str)]) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
     cmd.arg("serve")
         .current_dir(data.dir.path())
-        .env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("HERALD_LISTEN", "127.0.0.1:0")
         .env("HERALD_ALLOW_INSECURE_TARGETS", "1")
         .env("HERALD_LOG", "warn")
         .stdout(Stdio::piped())
@@ -90,9 +85,20 @@ pub async fn start_server_with(data: &TestData, port: u16, admin_key: Option<&st
             lines.lock().unwrap().push(line);
         }
     });
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(15);
+    let base = loop {
+        let listening = stdout_lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|l| l.strip_prefix("listening on ").map(str::to_owned));
+        if let Some(base) = listening {
+            break base;
+        }
+        assert!(Instant::now() < deadline, "herald printed no address");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let client = reqwest::Client::new();
     loop {
         if let Ok(r) = client.get(format!("{base}/readyz")).send().await
             && r.status() == StatusCode::OK
