@@ -15,12 +15,12 @@ use crate::extract::{Path, Query};
 use crate::format::{mask_url, pretty_body};
 use crate::log::{self, Filter, LogQuery, LogTarget};
 use crate::session::Session;
-use crate::views::{self, Chrome, Nav, endpoint_badge};
+use crate::views::{self, Nav, endpoint_badge};
 use crate::{DashboardError, DashboardState};
 
 /// `GET /bots`
 pub async fn list(State(state): State<DashboardState>, session: Session) -> Result<Markup, DashboardError> {
-    let chrome = Chrome::load(&state, &session).await?;
+    let chrome = session.chrome(&state).await?;
     let bots = state.store.list_bots(&session.team).await?;
     let body = html! {
         div.page-header {
@@ -50,7 +50,7 @@ pub async fn endpoint(
     Query(query): Query<LogQuery>,
 ) -> Result<Markup, DashboardError> {
     let (bot, endpoint) = load_endpoint(&state, &session, &bot_id, &endpoint_id).await?;
-    let chrome = Chrome::load(&state, &session).await?;
+    let chrome = session.chrome(&state).await?;
     let target = log_target(&bot, &endpoint);
     let filter = Filter::parse(&query);
     let page = log::load(&state, &session.team, &endpoint.id, &filter, &target).await?;
@@ -112,7 +112,7 @@ pub async fn inspect(
     if attempt.endpoint_id != endpoint.id {
         return Err(DashboardError::NotFound);
     }
-    let chrome = Chrome::load(&state, &session).await?;
+    let chrome = session.chrome(&state).await?;
     let target = log_target(&bot, &endpoint);
     let body = html! {
         nav.crumbs {

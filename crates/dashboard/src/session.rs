@@ -34,6 +34,17 @@ pub struct Session {
     token: Token,
 }
 
+impl Session {
+    /// The shell of a page for this session: its team's name and the CSRF token.
+    pub async fn chrome(&self, state: &DashboardState) -> Result<views::Chrome, DashboardError> {
+        let team = state.store.get_team(&self.team).await?;
+        Ok(views::Chrome {
+            team_name: team.name,
+            csrf: self.csrf.clone(),
+        })
+    }
+}
+
 impl FromRequestParts<DashboardState> for Session {
     type Rejection = DashboardError;
 

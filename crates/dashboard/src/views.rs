@@ -7,8 +7,6 @@ use herald_domain::webhook::EndpointStatus;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use crate::format::{iso_time, utc_time};
-use crate::session::Session;
-use crate::{DashboardError, DashboardState};
 
 /// Which sidebar entry is current.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,16 +20,6 @@ pub enum Nav {
 pub struct Chrome {
     pub team_name: String,
     pub csrf: String,
-}
-
-impl Chrome {
-    pub async fn load(state: &DashboardState, session: &Session) -> Result<Self, DashboardError> {
-        let team = state.store.get_team(&session.team).await?;
-        Ok(Self {
-            team_name: team.name,
-            csrf: session.csrf.clone(),
-        })
-    }
 }
 
 fn head(title: &str) -> Markup {

@@ -38,7 +38,7 @@ pub async fn list(
     session: Session,
     Query(query): Query<LogQuery>,
 ) -> Result<Markup, DashboardError> {
-    let chrome = Chrome::load(&state, &session).await?;
+    let chrome = session.chrome(&state).await?;
     let webhooks = state.store.list_webhooks(&session.team).await?;
     let body = html! {
         div.page-header {
@@ -96,7 +96,7 @@ pub async fn list(
 
 /// `GET /webhooks/new`
 pub async fn new_form(State(state): State<DashboardState>, session: Session) -> Result<Markup, DashboardError> {
-    let chrome = Chrome::load(&state, &session).await?;
+    let chrome = session.chrome(&state).await?;
     let draft = Draft {
         event_types: vec![EventType::MeetingCompleted.as_str().to_owned()],
         status: EndpointStatus::Active.as_str().to_owned(),
@@ -128,7 +128,7 @@ pub async fn create(
     let status =
         check_status(&draft.status).map_err(|_| errors.insert("status", "Choose Active or Deactivated.".into()));
     let (Ok(name), Ok(url), Ok(event_types), Ok(status)) = (name, url, event_types, status) else {
-        let chrome = Chrome::load(&state, &session).await?;
+        let chrome = session.chrome(&state).await?;
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, create_page(&chrome, &draft, &errors)).into_response());
     };
     let now = herald_engine::now_ms();
@@ -146,7 +146,7 @@ pub async fn create(
     };
     let limit = state.settings.limits.webhooks_per_team;
     if !state.store.create_endpoint(&webhook, limit).await? {
-        let chrome = Chrome::load(&state, &session).await?;
+        let chrome = session.chrome(&state).await?;
         let errors = BTreeMap::from([(
             LIMIT_ERROR,
             format!("This team already has {limit} webhooks, the most it may have. Delete one to make room."),
@@ -164,7 +164,7 @@ pub async fn detail(
     Query(query): Query<LogQuery>,
 ) -> Result<Markup, DashboardError> {
     let webhook = load_webhook(&state, &session, &id).await?;
-    let chrome = Chrome::load(&state, &session).await?;
+    let chrome = session.chrome(&state).await?;
     let target = log_target(&webhook);
     let filter = Filter::parse(&query);
     let page = log::load(&state, &session.team, &webhook.id, &filter, &target).await?;
@@ -241,7 +241,7 @@ pub async fn inspect(
     if attempt.endpoint_id != webhook.id {
         return Err(DashboardError::NotFound);
     }
-    let chrome = Chrome::load(&state, &session).await?;
+    let chrome = session.chrome(&state).await?;
     let target = log_target(&webhook);
     let body = html! {
         nav.crumbs {

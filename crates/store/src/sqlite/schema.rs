@@ -6,8 +6,7 @@
 
 use rusqlite::Connection;
 
-use crate::StoreResult;
-use crate::sqlite::pool::internal;
+use crate::{StoreError, StoreResult};
 
 const MIGRATIONS: &[&str] = &[
     // 1: the core schema.
@@ -191,7 +190,7 @@ const MIGRATIONS: &[&str] = &[
 pub(crate) fn migrate(conn: &Connection, target: usize) -> StoreResult<()> {
     let current: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(internal)?;
+        .map_err(|e| StoreError::Internal(e.to_string()))?;
     let current = current.max(0) as usize;
     if current > MIGRATIONS.len() {
         return Err(crate::StoreError::Internal(format!(
