@@ -148,12 +148,8 @@ pub async fn sign_in(
     if let Some(previous) = session_cookie(&headers) {
         state.store.delete_dashboard_session(&previous.hash()).await?;
     }
-    let cookie = format!(
-        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
-        session.reveal(),
-        ttl.as_secs(),
-        secure_suffix(&state.settings.public_url),
-    );
+    let max_age = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+    let cookie = session_cookie_for(session.reveal().to_owned(), max_age, &state.settings.public_url);
     Ok(with_cookie(Redirect::to("/webhooks").into_response(), &cookie))
 }
 
@@ -164,10 +160,7 @@ pub async fn sign_out(
     Protected { session, .. }: Protected<Vec<(String, String)>>,
 ) -> Result<Response, DashboardError> {
     state.store.delete_dashboard_session(&session.token.hash()).await?;
-    let cookie = format!(
-        "{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
-        secure_suffix(&state.settings.public_url)
-    );
+    let cookie = session_cookie_for(String::new(), 0, &state.settings.public_url);
     Ok(with_cookie(Redirect::to("/signed-out").into_response(), &cookie))
 }
 
@@ -185,24 +178,30 @@ fn session_cookie(headers: &HeaderMap) -> Option<Token> {
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .and_then(|(_, value)| Token::parse(value.trim()))
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == COOKIE)
+        .and_then(|c| Token::parse(c.value()))
+}
+
+/// The `Set-Cookie` value of the session cookie: `value` for `max_age_s`
+/// seconds (0 and an empty value end it), `HttpOnly`, `SameSite=Lax`, and
+/// `Secure` when people reach the server over https.
+fn session_cookie_for(value: String, max_age_s: i64, public_url: &str) -> String {
+    cookie::Cookie::build((COOKIE, value))
+        .path("/")
+        .http_only(true)
+        .same_site(cookie::SameSite::Lax)
+        .max_age(cookie::time::Duration::seconds(max_age_s))
+        .secure(public_url.starts_with("https://"))
+        .build()
+        .to_string()
 }
 
 fn csrf_field(body: &Bytes) -> Option<String> {
     url::form_urlencoded::parse(body)
         .find(|(name, _)| name == "_csrf")
         .map(|(_, value)| value.into_owned())
-}
-
-fn secure_suffix(public_url: &str) -> &'static str {
-    if public_url.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    }
 }
 
 fn with_cookie(mut response: Response, cookie: &str) -> Response {

@@ -62,10 +62,11 @@ impl Token {
     }
 }
 
-/// Compares two strings in time independent of where they differ.
+/// Compares two strings in time independent of where they differ
+/// (`subtle`; strings of different lengths differ at once).
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 /// The absolute sign-in URL for a link token, under the public URL.

@@ -97,8 +97,7 @@ impl KeyHash {
 
     /// Compares in time independent of where the hashes differ.
     pub fn matches(&self, other: &KeyHash) -> bool {
-        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        crate::dashboard::constant_time_eq(&self.0, &other.0)
     }
 }
 

@@ -103,6 +103,11 @@ impl SparseLog {
     }
 }
 
+/// How long an idle connection to an endpoint is kept for its next
+/// attempt: past the 16 s of the last standard retry gap, so a retrying
+/// endpoint keeps its connection.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
 /// How many parsed target URLs (and keyed signers) the sender keeps.
 const PARSED_URLS: usize = 4096;
 
@@ -117,6 +122,22 @@ impl std::fmt::Display for BlockedTarget {
 }
 
 impl std::error::Error for BlockedTarget {}
+
+/// The name did not resolve; found again in the error chain, so that the
+/// outcome is told from the error's type, not from its text.
+#[derive(Debug)]
+struct DnsFailure {
+    host: String,
+    cause: std::io::Error,
+}
+
+impl std::fmt::Display for DnsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} does not resolve: {}", self.host, self.cause)
+    }
+}
+
+impl std::error::Error for DnsFailure {}
 
 /// Resolves names with the system resolver; `guarded`, it keeps only public
 /// addresses and refuses a name that has none.
@@ -138,7 +159,15 @@ impl tower_service::Service<Name> for Resolver {
         let guarded = self.guarded;
         Box::pin(async move {
             let host = name.as_str();
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
+                .await
+                .map_err(|cause| {
+                    Box::new(DnsFailure {
+                        host: host.to_owned(),
+                        cause,
+                    }) as BoxError
+                })?
+                .collect();
             if !guarded {
                 return Ok(found.into_iter());
             }
@@ -186,7 +215,7 @@ impl Sender {
         };
         let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(POOL_IDLE)
             .pool_max_idle_per_host(max_in_flight)
             .build(https.enable_http1().wrap_connector(http));
         Ok(Self {
@@ -397,11 +426,13 @@ fn classify(error: &(dyn StdError + 'static)) -> AttemptOutcome {
     let mut chain = Vec::new();
     let mut timed_out = false;
     let mut tls = false;
+    let mut dns = false;
     let mut source: Option<&(dyn StdError + 'static)> = Some(error);
     while let Some(e) = source {
         if let Some(blocked) = e.downcast_ref::<BlockedTarget>() {
             return AttemptOutcome::RefusedTarget(blocked.to_string());
         }
+        dns |= e.is::<DnsFailure>();
         // rustls reports through `io::Error`s (nested), whose `source`
         // skips the error they wrap.
         let mut wrapped = Some(e);
@@ -419,15 +450,11 @@ fn classify(error: &(dyn StdError + 'static)) -> AttemptOutcome {
     }
     chain.dedup();
     let text = chain.join(": ");
-    let lower = text.to_ascii_lowercase();
     if timed_out {
         AttemptOutcome::Timeout
-    } else if lower.contains("dns error")
-        || lower.contains("failed to lookup address")
-        || lower.contains("name or service not known")
-    {
+    } else if dns {
         AttemptOutcome::Dns(text)
-    } else if tls || lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+    } else if tls {
         AttemptOutcome::Tls(text)
     } else {
         AttemptOutcome::Connect(text)
@@ -487,6 +514,19 @@ mod tests {
         }
         socket.write_all(&response).await.expect("write");
         request
+    }
+
+    #[tokio::test]
+    async fn a_name_that_does_not_resolve_is_a_dns_outcome_by_its_type() {
+        let job = job("http://no-such-host.invalid:9/h".into(), Secret::generate(), b"{}");
+        let sent = sender(TargetPolicy::AllowInsecure)
+            .attempt(&job, 1_700_000_000_123)
+            .await;
+        assert!(
+            matches!(sent.outcome, AttemptOutcome::Dns(ref why) if why.contains("no-such-host.invalid does not resolve")),
+            "{:?}",
+            sent.outcome
+        );
     }
 
     #[test]

@@ -147,7 +147,7 @@ async fn open_store(location: &DatabaseLocation) -> anyhow::Result<Arc<dyn Store
             Ok(Arc::new(store))
         }
         DatabaseLocation::Postgres { url } => {
-            let store = PgStore::open(url, 16)
+            let store = PgStore::open(url, herald_store::postgres::DEFAULT_POOL_SIZE)
                 .await
                 .context("cannot open the PostgreSQL store")?;
             Ok(Arc::new(store))

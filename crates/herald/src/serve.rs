@@ -48,6 +48,9 @@ impl ServeLimits {
     }
 }
 
+/// How long the loop pauses after a failed accept, rather than spin.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+
 /// How many idle connections one accept at the cap closes.
 const EVICT_AT_ONCE: usize = 8;
 
@@ -136,7 +139,7 @@ pub async fn serve(
                     if accept_errors.is_power_of_two() {
                         tracing::warn!(error = %e, count = accept_errors, "accept failed");
                     }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
                     continue;
                 }
             },

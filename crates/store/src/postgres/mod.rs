@@ -63,6 +63,18 @@ const WORK_CHANNEL: &str = "herald_work";
 
 const ENDPOINT_CHANNEL: &str = "herald_endpoint";
 
+/// How long a connection, or a wait for one from the pool, may take before
+/// the request answers `Unavailable` (503 with `Retry-After`): a database
+/// that is away is reported quickly rather than hung on.
+const DB_WAIT: Duration = Duration::from_secs(2);
+
+/// How many publishes, and how many attempt records, may wait for their
+/// batch worker; a full queue makes callers wait (backpressure).
+const BATCH_QUEUE: usize = 4096;
+
+/// The connections one node keeps to PostgreSQL.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
 /// Herald's store on a PostgreSQL database.
 pub struct PgStore {
     pool: Pool,
@@ -139,7 +151,7 @@ impl PgStore {
     pub async fn open_at_schema(url: &str, pool_size: usize, version: usize) -> StoreResult<Self> {
         let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
-        config.connect_timeout(Duration::from_secs(2));
+        config.connect_timeout(DB_WAIT);
         // Every query Herald makes is meant to find its rows through an
         // index. A plan is kept for the life of a connection once the
         // planner has settled on it, and one made while a table was still
@@ -169,14 +181,14 @@ impl PgStore {
         let pool = Pool::builder(manager)
             .max_size(pool_size)
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(2)))
-            .create_timeout(Some(Duration::from_secs(2)))
-            .recycle_timeout(Some(Duration::from_secs(2)))
+            .wait_timeout(Some(DB_WAIT))
+            .create_timeout(Some(DB_WAIT))
+            .recycle_timeout(Some(DB_WAIT))
             .build()
             .map_err(|e| StoreError::Internal(format!("cannot build the connection pool: {e}")))?;
-        let (recorder, records) = mpsc::channel(4096);
+        let (recorder, records) = mpsc::channel(BATCH_QUEUE);
         tokio::spawn(batch::record_batches(pool.clone(), records));
-        let (publisher, publishes) = mpsc::channel(4096);
+        let (publisher, publishes) = mpsc::channel(BATCH_QUEUE);
         batch::spawn_publishers(pool.clone(), publishes);
         let store = Self {
             pool,

@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// Signals from other processes waiting for the engine; the listener waits
+/// when the engine falls behind.
+const SIGNAL_QUEUE: usize = 1024;
+
 /// Keeps one connection listening for the other processes' announcements,
 /// reconnecting with a pause when the database goes away, until `tx` closes.
 pub(super) async fn listen(config: tokio_postgres::Config, tx: mpsc::Sender<StoreSignal>) {
@@ -317,7 +321,7 @@ impl Queue for PgStore {
     }
 
     async fn subscribe(&self) -> StoreResult<Option<mpsc::Receiver<StoreSignal>>> {
-        let (tx, rx) = mpsc::channel(1024);
+        let (tx, rx) = mpsc::channel(SIGNAL_QUEUE);
         let config = self.config.clone();
         tokio::spawn(listen(config, tx));
         Ok(Some(rx))

@@ -31,6 +31,10 @@ use crate::{StoreError, StoreResult};
 /// fsync, small enough that one batch does not stall readers of its results.
 const MAX_BATCH: usize = 512;
 
+/// How many write jobs may wait for the writer; a full queue makes callers
+/// wait (backpressure).
+const WRITE_QUEUE: usize = 4096;
+
 /// The writer connection's page cache, in KiB (SQLite's default is 2 MiB).
 /// Not larger: when an insert splits a b-tree page and renumbers the new
 /// pages, SQLite parks one at the lock-byte page number (page 262,145 at
@@ -115,7 +119,7 @@ impl Connections {
         for _ in 0..readers {
             idle.push(open_connection(path, true, durability)?);
         }
-        let (tx, rx) = mpsc::channel::<WriteJob>(4096);
+        let (tx, rx) = mpsc::channel::<WriteJob>(WRITE_QUEUE);
         let rewind = Arc::new(AtomicBool::new(false));
         let rewind_wanted = Arc::clone(&rewind);
         let gone = Arc::new(AtomicBool::new(false));
