@@ -31,7 +31,7 @@ fn the_publish_corpus_parses_into_sound_events_or_client_errors() {
             Ok(event) => {
                 accepted += 1;
                 let body = std::str::from_utf8(&event.body).unwrap();
-                serde_json::from_str::<serde_json::Value>(body).unwrap();
+                serde_json::from_str::<serde::de::IgnoredAny>(body).unwrap();
                 assert!(body.contains(&event.data), "{}", path.display());
             }
             Err(e) => assert!(e.is_client_error(), "{}: {e:?}", path.display()),
@@ -48,7 +48,7 @@ fn the_bot_events_corpus_parses_into_sound_events_or_client_errors() {
             Ok(events) => {
                 accepted += 1;
                 for event in events {
-                    serde_json::from_str::<serde_json::Value>(&event.data).unwrap();
+                    serde_json::from_str::<serde::de::IgnoredAny>(&event.data).unwrap();
                 }
             }
             Err(e) => assert!(e.is_client_error(), "{}: {e:?}", path.display()),
