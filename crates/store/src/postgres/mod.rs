@@ -98,7 +98,7 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> StoreError {
 /// `url` with schema `name` as the search path of its connections: Herald
 /// opened on it keeps its tables there. For tests, which give each run a
 /// schema of its own.
-#[doc(hidden)]
+#[cfg(feature = "test-support")]
 pub fn schema_url(url: &str, name: &str) -> String {
     let separator = if url.contains('?') { '&' } else { '?' };
     format!("{url}{separator}options=-c%20search_path%3D{name}")
@@ -109,7 +109,7 @@ pub fn schema_url(url: &str, name: &str) -> String {
 /// up after a few seconds rather than wait on a lock. It blocks, on a thread
 /// with its own runtime, so that it works from `Drop` inside a runtime that
 /// may be ending. For tests, which give each run a schema of its own.
-#[doc(hidden)]
+#[cfg(feature = "test-support")]
 pub fn drop_schema_blocking(url: &str, name: &str) {
     const TERMINATE_HOLDERS: &str = "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
         JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -142,13 +142,17 @@ fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
 impl PgStore {
     /// Connects to `url` (a `postgres://` URL) and applies migrations.
     pub async fn open(url: &str, pool_size: usize) -> StoreResult<Self> {
-        Self::open_at_schema(url, pool_size, schema::latest_version()).await
+        Self::open_at(url, pool_size, schema::latest_version()).await
     }
 
     /// Connects and migrates only up to schema `version`: what an older
     /// binary left behind, for the upgrade tests.
-    #[doc(hidden)]
+    #[cfg(feature = "test-support")]
     pub async fn open_at_schema(url: &str, pool_size: usize, version: usize) -> StoreResult<Self> {
+        Self::open_at(url, pool_size, version).await
+    }
+
+    async fn open_at(url: &str, pool_size: usize, version: usize) -> StoreResult<Self> {
         let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
         config.connect_timeout(DB_WAIT);

@@ -63,13 +63,17 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub fn open(path: &Path, durability: Durability) -> StoreResult<Self> {
-        Self::open_at_schema(path, durability, schema::latest_version())
+        Self::open_at(path, durability, schema::latest_version())
     }
 
     /// Opens the store migrated only up to schema `version`: what an older
     /// binary left behind, for the upgrade tests.
-    #[doc(hidden)]
+    #[cfg(feature = "test-support")]
     pub fn open_at_schema(path: &Path, durability: Durability, version: usize) -> StoreResult<Self> {
+        Self::open_at(path, durability, version)
+    }
+
+    fn open_at(path: &Path, durability: Durability, version: usize) -> StoreResult<Self> {
         Ok(Self {
             conns: Connections::open(path, durability, 4, version)?,
             records: Arc::default(),
