@@ -8,11 +8,30 @@
 use bytes::Bytes;
 use herald_domain::bot::realtime_body;
 use herald_domain::event::EventType;
-use herald_domain::ids::{DeliveryId, EndpointKind, EventId};
+use herald_domain::ids::{AccountId, DeliveryId, EndpointKind, EventId, TeamId};
 use herald_domain::webhook::EndpointStatus;
 
 use crate::model::*;
 use crate::{StoreError, StoreResult};
+
+/// A new account: its id is minted here, for both backends.
+pub(crate) fn new_account(name: &str, now_ms: i64) -> Account {
+    Account {
+        id: AccountId::generate(now_ms),
+        name: name.to_owned(),
+        created_at: now_ms,
+    }
+}
+
+/// A new team of `account`.
+pub(crate) fn new_team(account: &AccountId, name: &str, now_ms: i64) -> Team {
+    Team {
+        id: TeamId::generate(now_ms),
+        account_id: account.clone(),
+        name: name.to_owned(),
+        created_at: now_ms,
+    }
+}
 
 /// Why a manual delivery may not be made: answered as its [`ManualOutcome`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -53,11 +53,7 @@ impl Tenancy for SqliteStore {
     }
 
     async fn create_account(&self, name: &str, now_ms: i64) -> StoreResult<Account> {
-        let account = Account {
-            id: AccountId::generate(now_ms),
-            name: name.to_owned(),
-            created_at: now_ms,
-        };
+        let account = plan::new_account(name, now_ms);
         let row = account.clone();
         self.conns
             .write(move |c| {
@@ -73,12 +69,7 @@ impl Tenancy for SqliteStore {
     }
 
     async fn create_team(&self, account: &AccountId, name: &str, now_ms: i64) -> StoreResult<Team> {
-        let team = Team {
-            id: TeamId::generate(now_ms),
-            account_id: account.clone(),
-            name: name.to_owned(),
-            created_at: now_ms,
-        };
+        let team = plan::new_team(account, name, now_ms);
         let row = team.clone();
         self.conns
             .write(move |c| {

@@ -37,6 +37,27 @@ pub(super) fn insert_manual_delivery(
     Ok(planned.claimed(DeliveryId(c.last_insert_rowid())))
 }
 
+/// Stores a team event with its exact body; a taken id is a `Conflict`.
+fn insert_event(c: &Connection, event: &NewEvent) -> StoreResult<()> {
+    c.prepare_cached("INSERT INTO events (id, team_id, event_type, created_at, body) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .and_then(|mut s| {
+            s.execute(params![
+                event.id.as_str(),
+                event.team_id,
+                event.event_type.as_str(),
+                event.created_at,
+                &event.body[..]
+            ])
+        })
+        .map(|_| ())
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                StoreError::Conflict("event id already used".into())
+            }
+            other => internal(other),
+        })
+}
+
 pub(super) fn publish_in(c: &Connection, event: NewEvent, lease: &Lease) -> StoreResult<PublishOutcome> {
     if event.id_given {
         let existing = c
@@ -70,22 +91,7 @@ pub(super) fn publish_in(c: &Connection, event: NewEvent, lease: &Lease) -> Stor
         Some(account) if account != event.account_id => return Ok(PublishOutcome::AccountMismatch),
         Some(_) => {}
     }
-    c.prepare_cached("INSERT INTO events (id, team_id, event_type, created_at, body) VALUES (?1, ?2, ?3, ?4, ?5)")
-        .and_then(|mut s| {
-            s.execute(params![
-                event.id.as_str(),
-                event.team_id,
-                event.event_type.as_str(),
-                event.created_at,
-                &event.body[..]
-            ])
-        })
-        .map_err(|e| match e {
-            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
-                StoreError::Conflict("event id already used".into())
-            }
-            other => internal(other),
-        })?;
+    insert_event(c, &event)?;
 
     let mut endpoints = c
         .prepare_cached(
@@ -287,19 +293,7 @@ impl Publishing for SqliteStore {
                     Ok(endpoint) => endpoint,
                     Err(refused) => return Ok(refused),
                 };
-                c.prepare_cached(
-                    "INSERT INTO events (id, team_id, event_type, created_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        event.id.as_str(),
-                        event.team_id,
-                        event.event_type.as_str(),
-                        event.created_at,
-                        &event.body[..]
-                    ])
-                })
-                .map_err(internal)?;
+                insert_event(c, &event)?;
                 let planned =
                     plan::manual_delivery(&endpoint, event.id, event.event_type, event.body, event.created_at);
                 let delivery = insert_manual_delivery(c, planned, &lease)?;
