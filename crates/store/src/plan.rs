@@ -1,9 +1,10 @@
 //! What a write consists of, decided once for both backends: the webhook a
 //! manual delivery may go to, the deliveries a batch of bot events makes
 //! (which endpoints, each with its own envelope, in production order), and
-//! what each new delivery is handed to the engine as. A backend turns a plan
-//! into its SQL and gives each planned delivery its id; it decides nothing
-//! of what is written.
+//! what each new delivery is handed to the engine as, the ids of new
+//! accounts and teams, and how a batch is cut so that no statement holds one
+//! event or delivery twice. A backend turns a plan into its SQL and gives
+//! each planned delivery its id; it decides nothing of what is written.
 
 use bytes::Bytes;
 use herald_domain::bot::realtime_body;
@@ -152,4 +153,48 @@ pub(crate) fn bot_events<'a>(
             })
         })
         .collect()
+}
+
+/// Whether an attempt record is written at once rather than gathered with
+/// others: a real-time endpoint's next delivery waits for it (order), while
+/// only the log and the delivery's state wait for a team webhook's.
+pub(crate) fn record_is_urgent(record: &AttemptRecord) -> bool {
+    record.endpoint_id.kind() == EndpointKind::Realtime
+}
+
+/// How many of `items`, from the first and at most `max`, hold no key
+/// twice. One statement must not insert the same event id, or move the same
+/// delivery, twice (an `UPDATE … FROM` applies only one of two rows for a
+/// row): each backend cuts its batches here.
+pub(crate) fn distinct_prefix<T, K: std::hash::Hash + Eq>(items: &[T], key: impl Fn(&T) -> K, max: usize) -> usize {
+    let mut seen = std::collections::HashSet::with_capacity(items.len().min(max));
+    items.iter().take(max).take_while(|item| seen.insert(key(item))).count()
+}
+
+/// `batch` cut into consecutive runs in which no key repeats
+/// ([`distinct_prefix`]).
+pub(crate) fn split_unique<T, K: std::hash::Hash + Eq>(batch: Vec<T>, key: impl Fn(&T) -> K) -> Vec<Vec<T>> {
+    let mut parts = Vec::new();
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let n = distinct_prefix(&rest, &key, usize::MAX).max(1);
+        let tail = rest.split_off(n);
+        parts.push(rest);
+        rest = tail;
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_cut_where_a_key_repeats() {
+        let parts = split_unique(vec![1, 2, 3, 2, 4, 1, 4], |x| *x);
+        assert_eq!(parts, vec![vec![1, 2, 3], vec![2, 4, 1], vec![4]]);
+        assert_eq!(split_unique(vec![5], |x| *x), vec![vec![5]]);
+        assert_eq!(distinct_prefix(&[1, 2, 3, 4], |x| *x, 2), 2);
+        assert_eq!(distinct_prefix(&[1, 1], |x| *x, 64), 1);
+    }
 }

@@ -5,17 +5,17 @@
 //! instead of one each per row; at a quiet moment a batch is a single row and
 //! waits for nothing.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use herald_domain::ids::{DeliveryId, EndpointId, EndpointKind, TeamId};
+use herald_domain::ids::{DeliveryId, EndpointId, TeamId};
 
 use super::{existing_event, pg_error, pool_error, secret_from};
 use crate::codec::{delivery_move, headers_json, request_headers_stored};
 use crate::model::*;
+use crate::plan::split_unique;
 use crate::{StoreError, StoreResult};
 
 /// The most publishes in one statement.
@@ -97,25 +97,6 @@ fn take_queued(jobs: &mut mpsc::Receiver<PublishJob>, batch: &mut Vec<PublishJob
         }
     }
     batch.len() > before
-}
-
-/// Splits `batch` into consecutive runs in which no key repeats: one
-/// statement must not insert the same event id, or move the same delivery,
-/// twice.
-fn split_unique<T, K: std::hash::Hash + Eq>(batch: Vec<T>, key: impl Fn(&T) -> K) -> Vec<Vec<T>> {
-    let mut parts = vec![Vec::with_capacity(batch.len())];
-    let mut seen = HashSet::with_capacity(batch.len());
-    for item in batch {
-        if !seen.insert(key(&item)) {
-            seen.clear();
-            seen.insert(key(&item));
-            parts.push(Vec::new());
-        }
-        if let Some(part) = parts.last_mut() {
-            part.push(item);
-        }
-    }
-    parts
 }
 
 /// One statement stores the batch's events and makes their deliveries: for
@@ -274,12 +255,12 @@ pub(super) async fn record_batches(pool: Pool, mut records: mpsc::Receiver<Recor
         // many attempts. A real-time endpoint's next event waits for its
         // record, so one of those goes at once.
         let deadline = tokio::time::Instant::now() + RECORD_GATHER;
-        let mut urgent = holds_a_queue(&first.0);
+        let mut urgent = crate::plan::record_is_urgent(&first.0);
         batch.push(first);
         while !urgent && batch.len() < RECORD_BATCH {
             match tokio::time::timeout_at(deadline, records.recv()).await {
                 Ok(Some(next)) => {
-                    urgent = holds_a_queue(&next.0);
+                    urgent = crate::plan::record_is_urgent(&next.0);
                     batch.push(next);
                 }
                 Ok(None) | Err(_) => break,
@@ -298,12 +279,6 @@ pub(super) async fn record_batches(pool: Pool, mut records: mpsc::Receiver<Recor
             }
         }
     }
-}
-
-/// Whether the endpoint's next delivery waits for this record (real-time
-/// endpoints keep order).
-fn holds_a_queue(record: &AttemptRecord) -> bool {
-    record.endpoint_id.kind() == EndpointKind::Realtime
 }
 
 /// One statement moves each delivery on and, where it still exists (its
@@ -391,16 +366,4 @@ async fn record_batch(pool: &Pool, batch: &[RecordJob]) -> StoreResult<()> {
         .await
         .map_err(pg_error)
         .map(|_| ())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_unique;
-
-    #[test]
-    fn split_unique_starts_a_new_run_at_each_repeat() {
-        let parts = split_unique(vec![1, 2, 3, 2, 4, 1, 4], |x| *x);
-        assert_eq!(parts, vec![vec![1, 2, 3], vec![2, 4, 1], vec![4]]);
-        assert_eq!(split_unique(vec![5], |x| *x), vec![vec![5]]);
-    }
 }

@@ -53,7 +53,7 @@ impl RecordQueue {
 
     /// Puts `record` in the queue and says what must happen for it to be written.
     pub(super) fn push(&self, record: AttemptRecord, waiter: oneshot::Sender<StoreResult<()>>) -> Wake {
-        let urgent = record.endpoint_id.kind() == EndpointKind::Realtime;
+        let urgent = plan::record_is_urgent(&record);
         let mut pending = self.lock();
         pending.records.push((record, waiter));
         if pending.job_queued {
@@ -158,12 +158,7 @@ pub(super) fn record_many(c: &Connection, records: &[&AttemptRecord]) -> StoreRe
 /// that `rest` fills without holding one delivery twice (an `UPDATE … FROM`
 /// would apply only one of its two rows).
 pub(super) fn chunk_size(rest: &[&AttemptRecord]) -> usize {
-    let mut seen = std::collections::HashSet::with_capacity(RECORD_CHUNKS[0]);
-    let distinct = rest
-        .iter()
-        .take(RECORD_CHUNKS[0])
-        .take_while(|r| seen.insert(r.delivery.0))
-        .count();
+    let distinct = plan::distinct_prefix(rest, |r| r.delivery.0, RECORD_CHUNKS[0]);
     RECORD_CHUNKS
         .iter()
         .position(|&n| n <= distinct)
