@@ -15,6 +15,7 @@ mod codec;
 pub mod model;
 mod plan;
 pub mod postgres;
+mod records;
 pub mod sqlite;
 
 use async_trait::async_trait;

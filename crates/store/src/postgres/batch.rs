@@ -16,6 +16,7 @@ use super::{existing_event, pg_error, pool_error, secret_from};
 use crate::codec::{delivery_move, headers_json, request_headers_stored};
 use crate::model::*;
 use crate::plan::split_unique;
+use crate::records::{Flush, RecordQueue, Unrun};
 use crate::{StoreError, StoreResult};
 
 /// The most publishes in one statement.
@@ -33,15 +34,6 @@ pub(super) const PUBLISH_WORKERS: usize = 1;
 const PUBLISH_YIELDS: usize = 2;
 /// The most attempt records in one statement.
 pub(super) const RECORD_BATCH: usize = 256;
-/// How long the first team-webhook attempt record of a batch waits for
-/// others. A record statement costs PostgreSQL about 0.25 ms however few
-/// rows it has (`pg_stat_statements`), and nodes sharing the load each see
-/// only their part of it, so a short gather leaves each node many small
-/// statements: at 2 ms, three nodes made 3.3 times the record statements of
-/// one node for the same events. At 10 ms three nodes kept 82% of one
-/// node's rate against 77% at 2 ms (means of 12 and 9 alternating pairs of
-/// `herald-bench single --store postgres --nodes 1|3 --events 60000`).
-const RECORD_GATHER: std::time::Duration = std::time::Duration::from_millis(10);
 
 pub(super) struct PublishJob {
     pub event: NewEvent,
@@ -49,7 +41,7 @@ pub(super) struct PublishJob {
     pub done: oneshot::Sender<StoreResult<PublishOutcome>>,
 }
 
-pub(super) type RecordJob = (AttemptRecord, oneshot::Sender<StoreResult<()>>);
+pub(super) type RecordJob = crate::records::Waiting;
 
 /// Runs [`PUBLISH_WORKERS`] workers taking batches of publishes off `jobs`.
 /// They end when the store (the last sender) is dropped.
@@ -246,38 +238,52 @@ async fn publish_rows(pool: &Pool, batch: &[PublishJob]) -> StoreResult<Vec<Opti
 /// statement, so a busy engine pays one commit for many attempts. Each caller
 /// hears back after the commit. Ends when the store (the last sender) is
 /// dropped.
-pub(super) async fn record_batches(pool: Pool, mut records: mpsc::Receiver<RecordJob>) {
-    let mut batch = Vec::with_capacity(RECORD_BATCH);
-    while let Some(first) = records.recv().await {
-        // Nothing waits on a team webhook's record but its log (the
-        // endpoint's slot was freed when the answer came): gather for a
-        // moment, so a busy engine pays one statement and one commit for
-        // many attempts. A real-time endpoint's next event waits for its
-        // record, so one of those goes at once.
-        let deadline = tokio::time::Instant::now() + RECORD_GATHER;
-        let mut urgent = crate::plan::record_is_urgent(&first.0);
-        batch.push(first);
-        while !urgent && batch.len() < RECORD_BATCH {
-            match tokio::time::timeout_at(deadline, records.recv()).await {
-                Ok(Some(next)) => {
-                    urgent = crate::plan::record_is_urgent(&next.0);
-                    batch.push(next);
+/// How PostgreSQL writes the record queue ([`crate::records`]): a drain is
+/// a task that waits its turn (one drain at a time, as one statement after
+/// another), takes the queue, and sends it in statements of up to
+/// [`RECORD_BATCH`] records.
+pub(super) struct PgFlush {
+    pool: Pool,
+    turn: Arc<Mutex<()>>,
+}
+
+impl PgFlush {
+    pub(super) fn new(pool: Pool) -> Self {
+        Self {
+            pool,
+            turn: Arc::default(),
+        }
+    }
+}
+
+impl Flush for PgFlush {
+    /// How long the first team-webhook attempt record of a batch waits for
+    /// others. A record statement costs PostgreSQL about 0.25 ms however few
+    /// rows it has (`pg_stat_statements`), and nodes sharing the load each see
+    /// only their part of it, so a short gather leaves each node many small
+    /// statements: at 2 ms, three nodes made 3.3 times the record statements of
+    /// one node for the same events. At 10 ms three nodes kept 82% of one
+    /// node's rate against 77% at 2 ms (means of 12 and 9 alternating pairs of
+    /// `herald-bench single --store postgres --nodes 1|3 --events 60000`).
+    const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
+
+    async fn schedule(&self, queue: Arc<RecordQueue>) -> StoreResult<()> {
+        let unrun = Unrun::new(queue);
+        let (pool, turn) = (self.pool.clone(), Arc::clone(&self.turn));
+        tokio::spawn(async move {
+            let _turn = turn.lock().await;
+            for mut part in split_unique(unrun.run(), |(record, _)| record.delivery.0) {
+                while !part.is_empty() {
+                    let rest = part.split_off(part.len().min(RECORD_BATCH));
+                    let result = record_batch(&pool, &part).await;
+                    for (_, done) in part {
+                        let _ = done.send(result.clone());
+                    }
+                    part = rest;
                 }
-                Ok(None) | Err(_) => break,
             }
-        }
-        while batch.len() < RECORD_BATCH {
-            match records.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        for part in split_unique(std::mem::take(&mut batch), |(record, _)| record.delivery.0) {
-            let result = record_batch(&pool, &part).await;
-            for (_, done) in part {
-                let _ = done.send(result.clone());
-            }
-        }
+        });
+        Ok(())
     }
 }
 

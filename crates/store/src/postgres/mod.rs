@@ -14,6 +14,7 @@ mod schema;
 pub use schema::latest_version;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -68,8 +69,8 @@ const ENDPOINT_CHANNEL: &str = "herald_endpoint";
 /// that is away is reported quickly rather than hung on.
 const DB_WAIT: Duration = Duration::from_secs(2);
 
-/// How many publishes, and how many attempt records, may wait for their
-/// batch worker; a full queue makes callers wait (backpressure).
+/// How many publishes may wait for their batch worker; a full queue makes
+/// callers wait (backpressure).
 const BATCH_QUEUE: usize = 4096;
 
 /// The connections one node keeps to PostgreSQL.
@@ -81,8 +82,9 @@ pub struct PgStore {
     config: tokio_postgres::Config,
     /// Publishes to store, taken in batches by [`batch::spawn_publishers`].
     publisher: mpsc::Sender<batch::PublishJob>,
-    /// Attempts to record, taken in batches by [`batch::record_batches`].
-    recorder: mpsc::Sender<batch::RecordJob>,
+    /// Attempts to record, written in batches ([`crate::records`]).
+    records: Arc<crate::records::RecordQueue>,
+    flush: Arc<batch::PgFlush>,
 }
 
 /// Maps a driver error: lost connections are `Unavailable` (worth a retry
@@ -190,15 +192,15 @@ impl PgStore {
             .recycle_timeout(Some(DB_WAIT))
             .build()
             .map_err(|e| StoreError::Internal(format!("cannot build the connection pool: {e}")))?;
-        let (recorder, records) = mpsc::channel(BATCH_QUEUE);
-        tokio::spawn(batch::record_batches(pool.clone(), records));
         let (publisher, publishes) = mpsc::channel(BATCH_QUEUE);
         batch::spawn_publishers(pool.clone(), publishes);
+        let flush = Arc::new(batch::PgFlush::new(pool.clone()));
         let store = Self {
             pool,
             config,
             publisher,
-            recorder,
+            records: Arc::default(),
+            flush,
         };
         let mut client = store.client().await?;
         schema::migrate(&mut client, version).await?;

@@ -209,14 +209,7 @@ impl Queue for PgStore {
     }
 
     async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<()> {
-        let (done, result) = oneshot::channel();
-        self.recorder
-            .send((record, done))
-            .await
-            .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?;
-        result
-            .await
-            .map_err(|_| StoreError::Unavailable("the recorder stopped".into()))?
+        crate::records::record(&self.records, &self.flush, record).await
     }
 
     async fn fail_endpoint(&self, last: AttemptRecord, drop_reason: &str) -> StoreResult<usize> {

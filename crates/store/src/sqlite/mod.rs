@@ -7,12 +7,11 @@ mod pool;
 mod schema;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use tokio::sync::oneshot;
 
 use herald_domain::attempt::AttemptStatus;
 use herald_domain::event::{EventType, same_payload};
@@ -30,6 +29,7 @@ use crate::codec::{
 };
 use crate::model::*;
 use crate::plan::{self, PlannedDelivery};
+use crate::records::{Flush, RecordQueue, Unrun};
 use crate::{AttemptLog, Endpoints, Publishing, Queue, Sessions, StoreError, StoreResult, Tenancy};
 use pool::{Connections, internal};
 
@@ -58,6 +58,7 @@ use rows::*;
 pub struct SqliteStore {
     conns: Connections,
     records: Arc<RecordQueue>,
+    flush: Arc<SqliteFlush>,
 }
 
 impl SqliteStore {
@@ -74,9 +75,12 @@ impl SqliteStore {
     }
 
     fn open_at(path: &Path, durability: Durability, version: usize) -> StoreResult<Self> {
+        let conns = Connections::open(path, durability, 4, version)?;
+        let flush = Arc::new(SqliteFlush { writer: conns.writer() });
         Ok(Self {
-            conns: Connections::open(path, durability, 4, version)?,
+            conns,
             records: Arc::default(),
+            flush,
         })
     }
 }

@@ -92,7 +92,10 @@ pub(crate) struct Connections {
 pub(crate) struct Writer(mpsc::Sender<WriteJob>);
 
 impl Writer {
-    /// [`Connections::submit_shared_run`], from anywhere.
+    /// Queues a sharing job that answers its waiters itself: `run` returns
+    /// whether it succeeded and a completion, which is called once the batch
+    /// has committed (with the error that undid it, if any). Returns once the
+    /// job is queued.
     pub(crate) async fn submit_shared_run(&self, run: Run) -> StoreResult<()> {
         send(&self.0, WriteJob { run, shares: true }).await
     }
@@ -184,14 +187,6 @@ impl Connections {
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         self.submit(f, true).await
-    }
-
-    /// Queues a sharing job that answers its waiters itself: `run` returns
-    /// whether it succeeded and a completion, which is called once the batch
-    /// has committed (with the error that undid it, if any). Returns once the
-    /// job is queued.
-    pub(crate) async fn submit_shared_run(&self, run: Run) -> StoreResult<()> {
-        self.queue(run, true).await
     }
 
     /// A handle that queues shared jobs from a task of its own.

@@ -234,31 +234,7 @@ impl Queue for SqliteStore {
     }
 
     async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<()> {
-        let (tx, rx) = oneshot::channel();
-        match self.records.push(record, tx) {
-            Wake::Nothing => {}
-            // Refused, the job is dropped unrun and empties the queue.
-            Wake::Now => {
-                self.conns
-                    .submit_shared_run(Arc::clone(&self.records).drain_job())
-                    .await?
-            }
-            Wake::Gather => {
-                // Its own task: the waiters behind this record must not
-                // depend on its caller staying alive.
-                let records = Arc::clone(&self.records);
-                let writer = self.conns.writer();
-                tokio::spawn(async move {
-                    tokio::time::sleep(RECORD_GATHER).await;
-                    if records.gathered() {
-                        // Refused, the job is dropped unrun and its waiters hear it.
-                        let _ = writer.submit_shared_run(Arc::clone(&records).drain_job()).await;
-                    }
-                });
-            }
-        }
-        rx.await
-            .map_err(|_| StoreError::Unavailable("the writer stopped".into()))?
+        crate::records::record(&self.records, &self.flush, record).await
     }
 
     async fn fail_endpoint(&self, last: AttemptRecord, drop_reason: &str) -> StoreResult<usize> {

@@ -1,127 +1,53 @@
-//! The attempt-record queue: records gathered and written together, in
-//! chunks of several records per statement.
+//! SQLite's side of the attempt-record batcher ([`crate::records`]): a
+//! drain is a writer job, and its records are written in chunks of several
+//! records per statement.
 
 use super::*;
 
-/// Attempt records waiting for the writer, each with its waiter. A record
-/// into a queue with no job on the writer's channel queues one: at once for
-/// a real-time endpoint, whose next delivery waits for this record, and
-/// after [`RECORD_GATHER`] for the others, so that the records of that time
-/// share one commit. That job, when the writer reaches it, takes every
-/// record queued by then and writes them together ([`record_many`]); a
-/// record arriving after that starts the next job. The queue is bounded by
-/// the attempts in flight, each waiting here.
-#[derive(Default)]
-pub(super) struct RecordQueue(Mutex<Pending>);
-
-#[derive(Default)]
-pub(super) struct Pending {
-    pub(super) records: Vec<Waiting>,
-    /// A drain job is on the writer's channel and has not run yet.
-    pub(super) job_queued: bool,
-    /// A gather timer is running and will queue the job if none is.
-    pub(super) gathering: bool,
+/// How SQLite writes the record queue ([`crate::records`]): a drain is a
+/// job on the writer's channel, sharing a savepoint with the publishes
+/// beside it, that takes the queue when the writer reaches it.
+pub(super) struct SqliteFlush {
+    pub(super) writer: pool::Writer,
 }
 
-/// A queued record and the waiter for its result.
-pub(super) type Waiting = (AttemptRecord, oneshot::Sender<StoreResult<()>>);
+impl Flush for SqliteFlush {
+    /// How long a record of a team webhook's attempt waits for others to share
+    /// its commit. Each commit writes every page it touches, and a lone record
+    /// touches several (the log, its indexes, the delivery and its lease index),
+    /// and every WAL rewind holds the writer (10-25 ms on this VM's disk). With
+    /// one record per commit, `herald-bench paced` (1,000 events/s for 30 s)
+    /// rewound the WAL 8 times; gathered for 3 ms, 5 times, and its p99 went from
+    /// 0.89-3.2 ms to 0.44-0.49 ms with a fifth less server CPU. Under full load
+    /// the records queue while the writer is busy anyway. Nothing waits on these
+    /// records but the log and the delivery's state, so the wait is on no
+    /// delivery's path.
+    const GATHER: std::time::Duration = std::time::Duration::from_millis(3);
 
-/// How long a record of a team webhook's attempt waits for others to share
-/// its commit. Each commit writes every page it touches, and a lone record
-/// touches several (the log, its indexes, the delivery and its lease index),
-/// and every WAL rewind holds the writer (10-25 ms on this VM's disk). With
-/// one record per commit, `herald-bench paced` (1,000 events/s for 30 s)
-/// rewound the WAL 8 times; gathered for 3 ms, 5 times, and its p99 went from
-/// 0.89-3.2 ms to 0.44-0.49 ms with a fifth less server CPU. Under full load
-/// the records queue while the writer is busy anyway. Nothing waits on these
-/// records but the log and the delivery's state, so the wait is on no
-/// delivery's path.
-pub(super) const RECORD_GATHER: std::time::Duration = std::time::Duration::from_millis(3);
-
-/// What a record asks of its queue once it is in.
-pub(super) enum Wake {
-    /// A job is queued or a timer will queue one.
-    Nothing,
-    Now,
-    Gather,
-}
-
-impl RecordQueue {
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
-        pool::lock(&self.0)
-    }
-
-    /// Puts `record` in the queue and says what must happen for it to be written.
-    pub(super) fn push(&self, record: AttemptRecord, waiter: oneshot::Sender<StoreResult<()>>) -> Wake {
-        let urgent = plan::record_is_urgent(&record);
-        let mut pending = self.lock();
-        pending.records.push((record, waiter));
-        if pending.job_queued {
-            Wake::Nothing
-        } else if urgent {
-            pending.job_queued = true;
-            Wake::Now
-        } else if !pending.gathering {
-            pending.gathering = true;
-            Wake::Gather
-        } else {
-            Wake::Nothing
-        }
-    }
-
-    /// A gather timer ran out: whether a job must be queued now.
-    pub(super) fn gathered(&self) -> bool {
-        let mut pending = self.lock();
-        pending.gathering = false;
-        let queue = !pending.job_queued && !pending.records.is_empty();
-        pending.job_queued |= queue;
-        queue
-    }
-
-    /// The write job that takes the queue: its records' results go to their
-    /// waiters once the batch has committed. A job dropped unrun (the writer
-    /// could not begin its transaction) empties the queue, so that its
-    /// waiters hear it and the next record queues a job again.
-    pub(super) fn drain_job(self: Arc<Self>) -> pool::Run {
-        let unrun = Unrun(Some(self));
-        Box::new(move |conn: &Connection| {
-            let mut unrun = unrun;
-            let taken = unrun
-                .0
-                .take()
-                .map(|queue| {
-                    let mut pending = queue.lock();
-                    pending.job_queued = false;
-                    std::mem::take(&mut pending.records)
-                })
-                .unwrap_or_default();
-            let records: Vec<&AttemptRecord> = taken.iter().map(|(r, _)| r).collect();
-            let result = record_many(conn, &records);
-            let ok = result.is_ok();
-            let done: pool::Completion = Box::new(move |commit_error| {
-                for (_, waiter) in taken {
-                    let _ = waiter.send(match commit_error {
-                        Some(e) => Err(e.clone()),
-                        None => result.clone(),
-                    });
-                }
-            });
-            (ok, done)
-        })
+    async fn schedule(&self, queue: Arc<RecordQueue>) -> StoreResult<()> {
+        self.writer.submit_shared_run(drain_job(queue)).await
     }
 }
 
-/// Empties the queue when dropped: held by a drain job until it runs.
-pub(super) struct Unrun(Option<Arc<RecordQueue>>);
-
-impl Drop for Unrun {
-    fn drop(&mut self) {
-        if let Some(queue) = self.0.take() {
-            let mut pending = queue.lock();
-            pending.records.clear();
-            pending.job_queued = false;
-        }
-    }
+/// The write job that takes the queue: its records' results go to their
+/// waiters once the batch has committed.
+pub(super) fn drain_job(queue: Arc<RecordQueue>) -> pool::Run {
+    let unrun = Unrun::new(queue);
+    Box::new(move |conn: &Connection| {
+        let taken = unrun.run();
+        let records: Vec<&AttemptRecord> = taken.iter().map(|(r, _)| r).collect();
+        let result = record_many(conn, &records);
+        let ok = result.is_ok();
+        let done: pool::Completion = Box::new(move |commit_error| {
+            for (_, waiter) in taken {
+                let _ = waiter.send(match commit_error {
+                    Some(e) => Err(e.clone()),
+                    None => result.clone(),
+                });
+            }
+        });
+        (ok, done)
+    })
 }
 
 /// Attempt records per statement, largest first. A run of records is cut

@@ -1,4 +1,6 @@
 use super::*;
+use crate::records::Wake;
+use tokio::sync::oneshot;
 
 fn record(delivery: i64, attempt: u32, next: DeliveryNext) -> AttemptRecord {
     AttemptRecord {
@@ -111,7 +113,7 @@ async fn a_drain_job_dropped_unrun_answers_its_waiters() {
         queue.push(realtime(record(1, 1, DeliveryNext::Succeeded)), tx),
         Wake::Now
     ));
-    drop(Arc::clone(&queue).drain_job());
+    drop(drain_job(Arc::clone(&queue)));
     assert!(queue.lock().records.is_empty());
     assert!(rx.await.is_err(), "the waiter hears that its record was not written");
     let (tx, _rx) = oneshot::channel();
@@ -149,7 +151,7 @@ fn records_share_one_job_and_real_time_ones_do_not_wait() {
     ));
     assert!(matches!(push(record(4, 1, DeliveryNext::Succeeded)), Wake::Nothing));
     assert!(!queue.gathered(), "the real-time record's job takes the waiting ones");
-    let (ok, done) = (Arc::clone(&queue).drain_job())(&c);
+    let (ok, done) = (drain_job(Arc::clone(&queue)))(&c);
     assert!(ok);
     done(None);
     for mut rx in waiters.drain(..) {
