@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Admin;
-use crate::extract::{JsonBody, Path};
+use crate::extract::{JsonBody, OptionalJsonBody, Path};
 use crate::{ApiError, AppState};
 
 #[derive(Deserialize)]
@@ -53,7 +53,7 @@ pub async fn create_team(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub struct KeyBody {
     #[serde(default)]
     name: Option<String>,
@@ -68,15 +68,9 @@ pub async fn create_team_key(
     State(state): State<AppState>,
     _: Admin,
     Path(team_id): Path<String>,
-    body: axum::body::Bytes,
+    OptionalJsonBody(body): OptionalJsonBody<KeyBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let team = TeamId::parse(&team_id).ok_or(ApiError::NotFound("team"))?;
-    // The body is optional: no body at all is `{}`.
-    let body: KeyBody = if body.iter().all(u8::is_ascii_whitespace) {
-        KeyBody { name: None }
-    } else {
-        crate::extract::parse(&body)?
-    };
     let name = body.name.as_deref().map(check_name).transpose()?;
     let secret = ApiKey::generate_team_key();
     let now = herald_engine::now_ms();

@@ -20,18 +20,38 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(state.settings.max_body_bytes)
-            } else {
-                ApiError::BadRequest {
-                    code: "unreadable_body",
-                    message: rejection.body_text(),
-                }
-            }
-        })?;
-        parse(&bytes).map(JsonBody)
+        parse(&read_body(req, state).await?).map(JsonBody)
     }
+}
+
+/// Like [`JsonBody`], but a request with no body at all means `T::default()`
+/// (`POST /api/v1/teams/{teamId}/keys` may be sent without one).
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
+        }
+        parse(&bytes).map(Self)
+    }
+}
+
+/// The request's body, within the body limit (413 past it).
+async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(state.settings.max_body_bytes)
+        } else {
+            ApiError::BadRequest {
+                code: "unreadable_body",
+                message: rejection.body_text(),
+            }
+        }
+    })
 }
 
 /// Parses a JSON body into `T`, naming the field that is wrong.

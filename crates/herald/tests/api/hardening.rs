@@ -367,6 +367,15 @@ async fn team_keys_are_listed_without_the_secret_and_revoked_at_once() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    // No body at all is an unnamed key; a body that is not an object is refused.
+    let admin = format!("Bearer {ADMIN_KEY}");
+    let (status, unnamed) = app.raw(reqwest::Method::POST, &keys_path, Some(&admin), "").await;
+    assert_eq!(status, StatusCode::CREATED, "{unnamed}");
+    assert!(unnamed["name"].is_null(), "{unnamed}");
+    let (status, refused) = app.raw(reqwest::Method::POST, &keys_path, Some(&admin), "[]").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    let (status, _) = app.delete(&format!("{keys_path}/{}", unnamed["id"].as_str().unwrap()), ADMIN_KEY).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     let data = listed["data"].as_array().unwrap();
     assert_eq!(data.len(), 2, "{listed}");
     assert!(!listed.to_string().contains(&secret), "the secret is never listed");
