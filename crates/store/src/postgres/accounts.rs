@@ -131,23 +131,12 @@ impl Tenancy for PgStore {
         }
         let rows = client
             .query(
-                "SELECT id, team_id, name, prefix, created_at, last_used_at FROM team_keys
-                 WHERE team_id = $1 ORDER BY created_at, id",
+                &format!("SELECT {TEAM_KEY_COLUMNS} FROM team_keys WHERE team_id = $1 ORDER BY created_at, id"),
                 &[&team.as_str()],
             )
             .await
             .map_err(pg_error)?;
-        Ok(rows
-            .iter()
-            .map(|r| TeamKey {
-                id: KeyId::from_stored(r.get(0)),
-                team_id: TeamId::from_stored(r.get(1)),
-                name: r.get(2),
-                prefix: r.get(3),
-                created_at: r.get(4),
-                last_used_at: r.get(5),
-            })
-            .collect())
+        Ok(rows.iter().map(team_key_from_row).collect())
     }
 
     async fn delete_team_key(&self, team: &TeamId, key: &KeyId) -> StoreResult<()> {

@@ -153,23 +153,13 @@ impl Tenancy for SqliteStore {
                     return Err(StoreError::NotFound);
                 }
                 let mut stmt = c
-                    .prepare_cached(
-                        "SELECT id, team_id, name, prefix, created_at, last_used_at FROM team_keys
-                         WHERE team_id = ?1 ORDER BY created_at, id",
-                    )
+                    .prepare_cached(&format!(
+                        "SELECT {TEAM_KEY_COLUMNS} FROM team_keys WHERE team_id = ?1 ORDER BY created_at, id"
+                    ))
                     .map_err(internal)?;
-                stmt.query_map([team], |r| {
-                    Ok(TeamKey {
-                        id: KeyId::from_stored(r.get(0)?),
-                        team_id: TeamId::from_stored(r.get(1)?),
-                        name: r.get(2)?,
-                        prefix: r.get(3)?,
-                        created_at: r.get(4)?,
-                        last_used_at: r.get(5)?,
-                    })
-                })
-                .and_then(|rows| rows.collect())
-                .map_err(internal)
+                stmt.query_map([team], team_key_from_row)
+                    .and_then(|rows| rows.collect())
+                    .map_err(internal)
             })
             .await
     }

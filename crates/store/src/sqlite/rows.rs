@@ -5,6 +5,19 @@ use super::*;
 pub(super) const ENDPOINT_COLUMNS: &str =
     "id, team_id, name, url, event_types, status, secret, created_at, bot_id, metadata";
 
+pub(super) const TEAM_KEY_COLUMNS: &str = "id, team_id, name, prefix, created_at, last_used_at";
+
+pub(super) fn team_key_from_row(r: &Row<'_>) -> rusqlite::Result<TeamKey> {
+    Ok(TeamKey {
+        id: KeyId::from_stored(r.get(0)?),
+        team_id: TeamId::from_stored(r.get(1)?),
+        name: r.get(2)?,
+        prefix: r.get(3)?,
+        created_at: r.get(4)?,
+        last_used_at: r.get(5)?,
+    })
+}
+
 pub(super) const BOT_COLUMNS: &str =
     "id, team_id, meeting_url, metadata, recording_id, participant_events_id, transcript_id, created_at";
 
