@@ -104,16 +104,17 @@ pub const PRETTY_MAX_BYTES: usize = 512 * 1024;
 /// indented form would pass [`PRETTY_MAX_BYTES`], as text.
 pub fn pretty_body(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
-    if herald_domain::json::nests_deeper_than(bytes, PRETTY_MAX_DEPTH)
-        || serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err()
-    {
+    if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
         return text.into_owned();
     }
-    indent_json(&text, PRETTY_MAX_BYTES).unwrap_or_else(|| text.into_owned())
+    indent_json(&text, PRETTY_MAX_DEPTH, PRETTY_MAX_BYTES).unwrap_or_else(|| text.into_owned())
 }
 
-/// `text` indented, or `None` once the result would pass `max_bytes`.
-fn indent_json(text: &str, max_bytes: usize) -> Option<String> {
+/// `text` indented, or `None` once it opens more than `max_depth` arrays
+/// and objects inside each other (empty ones count, as in
+/// `herald_domain::json::nests_deeper_than`) or the result would pass
+/// `max_bytes`.
+fn indent_json(text: &str, max_depth: usize, max_bytes: usize) -> Option<String> {
     let mut out = String::with_capacity(text.len().saturating_mul(2).min(max_bytes));
     let mut depth = 0usize;
     let mut in_string = false;
@@ -143,6 +144,10 @@ fn indent_json(text: &str, max_bytes: usize) -> Option<String> {
                 out.push(c);
             }
             '{' | '[' => {
+                // An empty container opens a level too, one past `depth`.
+                if depth >= max_depth {
+                    return None;
+                }
                 out.push(c);
                 while chars.peek().is_some_and(|n| n.is_whitespace()) {
                     chars.next();
@@ -222,6 +227,12 @@ mod tests {
         assert_eq!(pretty_body(deep.as_bytes()), deep);
         let just_deep_enough = format!("{}{}", "[".repeat(PRETTY_MAX_DEPTH), "]".repeat(PRETTY_MAX_DEPTH));
         assert!(pretty_body(just_deep_enough.as_bytes()).contains("\n  ["));
+        let one_too_deep = format!(
+            "{}{}",
+            "[".repeat(PRETTY_MAX_DEPTH + 1),
+            "]".repeat(PRETTY_MAX_DEPTH + 1)
+        );
+        assert_eq!(pretty_body(one_too_deep.as_bytes()), one_too_deep);
         // 100 levels, then 20,000 short items: every item a line indented
         // 200 spaces, about 4 MB indented.
         let wide = format!("{}{}{}", "[".repeat(100), vec!["1"; 20_000].join(","), "]".repeat(100));
