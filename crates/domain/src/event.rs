@@ -180,18 +180,19 @@ pub fn check_meeting_completed(data: &RawValue) -> Result<MeetingRouting, Valida
         };
         ValidationError::new(field, strip_position(&e.into_inner().to_string()))
     })?;
+    // The third element: whether the publish is routed by the value. Those
+    // are looked up as text and may hold no NUL; the rest of `data`,
+    // `meeting.id` included, is kept as sent.
     let required = [
-        ("data.meeting.id", &parsed.meeting.id),
-        ("data.organization.accountId", &parsed.organization.account_id),
-        ("data.organization.teamId", &parsed.organization.team_id),
+        ("data.meeting.id", &parsed.meeting.id, false),
+        ("data.organization.accountId", &parsed.organization.account_id, true),
+        ("data.organization.teamId", &parsed.organization.team_id, true),
     ];
-    for (field, value) in required {
+    for (field, value, routed) in required {
         if value.trim().is_empty() {
             return Err(ValidationError::new(field, "must not be empty"));
         }
-        // The ids a publish is routed by are looked up as text; the rest of
-        // `data`, `meeting.id` included, is kept as sent.
-        if field.starts_with("data.organization.") {
+        if routed {
             crate::error::refuse_nul(field, value)?;
         }
     }
