@@ -176,7 +176,7 @@ pub struct ServeArgs {
     pub max_realtime_endpoints_per_bot: usize,
 }
 
-/// This process's open-file (descriptor) limit.
+/// This process's open-file (descriptor) limit; `u64::MAX` when unlimited.
 pub fn open_file_limit() -> u64 {
     rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current

@@ -94,10 +94,7 @@ const FD_TABLE_RESERVE: u64 = 65_536;
 /// slot and closing it again leaves the table at that size. Failing changes
 /// nothing but that.
 fn reserve_fd_table() {
-    let limit = match rustix::process::getrlimit(rustix::process::Resource::Nofile).current {
-        Some(soft) => soft.min(FD_TABLE_RESERVE),
-        None => FD_TABLE_RESERVE,
-    };
+    let limit = herald::config::open_file_limit().min(FD_TABLE_RESERVE);
     let Ok(last) = i32::try_from(limit.saturating_sub(1)) else {
         return;
     };
