@@ -96,18 +96,6 @@ pub(crate) fn stored_data_of(body: &[u8]) -> String {
         .unwrap_or_default()
 }
 
-/// Whether a publish subscribed an endpoint whose stored list is `types_json`.
-/// The list is a JSON array of plain names (see [`event_types_json`]), so a
-/// name between quotes is found exactly without parsing it, as every publish
-/// must for every endpoint of the team (PostgreSQL matches the same way with
-/// `LIKE`).
-pub(crate) fn subscribes(types_json: &str, event_type: EventType) -> bool {
-    let name = event_type.as_str();
-    types_json
-        .match_indices(name)
-        .any(|(at, _)| types_json[..at].ends_with('"') && types_json[at + name.len()..].starts_with('"'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,17 +155,5 @@ mod tests {
             assert!(stored.starts_with('['), "{stored}");
             assert_eq!(request_headers_from(&stored, "evt_1"), list);
         }
-    }
-
-    #[test]
-    fn subscribes_matches_whole_names_only() {
-        let list = event_types_json(&[EventType::MeetingCompleted]);
-        assert!(subscribes(&list, EventType::MeetingCompleted));
-        for other in EventType::ALL.iter().filter(|t| **t != EventType::MeetingCompleted) {
-            assert!(!subscribes(&list, *other), "{other:?}");
-        }
-        assert!(!subscribes("[]", EventType::MeetingCompleted));
-        let all = event_types_json(&EventType::ALL);
-        assert!(EventType::ALL.iter().all(|t| subscribes(&all, *t)));
     }
 }

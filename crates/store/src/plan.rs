@@ -8,10 +8,12 @@
 
 use bytes::Bytes;
 use herald_domain::bot::realtime_body;
-use herald_domain::event::EventType;
-use herald_domain::ids::{AccountId, DeliveryId, EndpointKind, EventId, TeamId};
+use herald_domain::event::{EventType, same_payload};
+use herald_domain::ids::{AccountId, DeliveryId, EndpointId, EndpointKind, EventId, TeamId};
+use herald_domain::signing::Secret;
 use herald_domain::webhook::EndpointStatus;
 
+use crate::codec::stored_data_of;
 use crate::model::*;
 use crate::{StoreError, StoreResult};
 
@@ -107,6 +109,99 @@ pub(crate) struct PlannedBotEvent<'a> {
     pub deliveries: Vec<PlannedDelivery<'a>>,
 }
 
+/// Whether a team event goes to a webhook whose stored type list is
+/// `types_json`: the team's active webhooks subscribed to its type get a
+/// delivery. The list is a JSON array of plain names (see
+/// [`crate::codec::event_types_json`]), so a name between quotes is found
+/// exactly without parsing it, as every publish must for every webhook of
+/// the team. SQLite reads the team's active webhooks and keeps those this
+/// accepts; PostgreSQL asks the same in its SQL with [`subscription_like`].
+pub(crate) fn subscribes(types_json: &str, event_type: EventType) -> bool {
+    let name = event_type.as_str();
+    types_json
+        .match_indices(name)
+        .any(|(at, _)| types_json[..at].ends_with('"') && types_json[at + name.len()..].starts_with('"'))
+}
+
+/// [`subscribes`] as a SQL `LIKE` pattern: the quoted name anywhere in the
+/// list, with `_` and `%` escaped (backslash is `LIKE`'s default escape), so
+/// that `speech_on` does not match `speechXon`.
+pub(crate) fn subscription_like(event_type: EventType) -> String {
+    let mut pattern = String::from("%\"");
+    for c in event_type.as_str().chars() {
+        if matches!(c, '_' | '%' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push_str("\"%");
+    pattern
+}
+
+/// A team event's delivery to one webhook it subscribed ([`subscribes`]),
+/// as the engine takes it: stored under `id`, leased to the publisher, with
+/// the event's exact body.
+pub(crate) fn team_delivery(
+    id: DeliveryId,
+    event: &NewEvent,
+    webhook: String,
+    url: String,
+    secret: Secret,
+) -> ClaimedDelivery {
+    ClaimedDelivery {
+        id,
+        team_id: TeamId::from_stored(event.team_id.clone()),
+        event_id: event.id.clone(),
+        event_type: event.event_type,
+        body: event.body.clone(),
+        endpoint_id: EndpointId::from_stored(webhook),
+        url,
+        secret,
+        attempt: 1,
+        due_ms: 0,
+    }
+}
+
+/// The answer to a stored team event: the event and its deliveries in the
+/// order they were made.
+pub(crate) fn published(event: &NewEvent, mut deliveries: Vec<ClaimedDelivery>) -> PublishOutcome {
+    deliveries.sort_by_key(|d| d.id);
+    PublishOutcome::Created {
+        event: StoredEvent {
+            id: event.id.clone(),
+            event_type: event.event_type,
+            created_at: event.created_at,
+        },
+        deliveries,
+    }
+}
+
+/// The answer to a publish whose id is taken, from the stored event's type,
+/// creation time and body: a replay of the same type and `data` answers the
+/// stored event (nothing new is made), anything else is a conflict.
+pub(crate) fn replayed(
+    event: &NewEvent,
+    stored_type: &str,
+    stored_created_at: i64,
+    stored_body: &[u8],
+) -> StoreResult<PublishOutcome> {
+    if !same_payload(
+        stored_type,
+        &stored_data_of(stored_body),
+        event.event_type.as_str(),
+        &event.data,
+    ) {
+        return Ok(PublishOutcome::Conflict);
+    }
+    let event_type = EventType::parse(stored_type)
+        .ok_or_else(|| StoreError::Internal(format!("unknown event type `{stored_type}`")))?;
+    Ok(PublishOutcome::Existing(StoredEvent {
+        id: event.id.clone(),
+        event_type,
+        created_at: stored_created_at,
+    }))
+}
+
 /// A batch of a bot's events, in production order: each event goes to
 /// every active real-time endpoint of the bot subscribed to its type, with
 /// that endpoint's envelope, due at the event's creation.
@@ -189,6 +284,58 @@ pub(crate) fn split_unique<T, K: std::hash::Hash + Eq>(batch: Vec<T>, key: impl 
 mod tests {
     use super::*;
 
+    /// SQL `LIKE` with backslash escapes, enough to hold
+    /// [`subscription_like`] to [`subscribes`].
+    fn like(text: &str, pattern: &str) -> bool {
+        fn go(t: &[char], p: &[char]) -> bool {
+            match p.split_first() {
+                None => t.is_empty(),
+                Some(('%', rest)) => (0..=t.len()).any(|i| go(&t[i..], rest)),
+                Some(('_', rest)) => !t.is_empty() && go(&t[1..], rest),
+                Some(('\\', rest)) => match rest.split_first() {
+                    Some((c, rest)) => t.first() == Some(c) && go(&t[1..], rest),
+                    None => false,
+                },
+                Some((c, rest)) => t.first() == Some(c) && go(&t[1..], rest),
+            }
+        }
+        let (t, p): (Vec<char>, Vec<char>) = (text.chars().collect(), pattern.chars().collect());
+        go(&t, &p)
+    }
+
+    #[test]
+    fn subscribes_matches_whole_names_only_and_like_agrees() {
+        let speech_on = EventType::ParticipantSpeechOn;
+        let completed = EventType::MeetingCompleted;
+        let lists = [
+            r#"["meeting.completed"]"#,
+            r#"["participant_events.speech_on","meeting.completed"]"#,
+            r#"["participant_events.speechXon"]"#,
+            r#"["participant_events.speech_onX"]"#,
+            r#"["xmeeting.completed"]"#,
+            r#"[]"#,
+        ];
+        let expected = [
+            (true, false),
+            (true, true),
+            (false, false),
+            (false, false),
+            (false, false),
+            (false, false),
+        ];
+        for (list, (completed_expected, speech_expected)) in lists.iter().zip(expected) {
+            assert_eq!(subscribes(list, completed), completed_expected, "{list}");
+            assert_eq!(subscribes(list, speech_on), speech_expected, "{list}");
+            for event_type in [completed, speech_on] {
+                assert_eq!(
+                    like(list, &subscription_like(event_type)),
+                    subscribes(list, event_type),
+                    "{list} {event_type:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_batch_is_cut_where_a_key_repeats() {
         let parts = split_unique(vec![1, 2, 3, 2, 4, 1, 4], |x| *x);
@@ -196,5 +343,17 @@ mod tests {
         assert_eq!(split_unique(vec![5], |x| *x), vec![vec![5]]);
         assert_eq!(distinct_prefix(&[1, 2, 3, 4], |x| *x, 2), 2);
         assert_eq!(distinct_prefix(&[1, 1], |x| *x, 64), 1);
+    }
+
+    #[test]
+    fn subscribes_matches_whole_names_only() {
+        let list = crate::codec::event_types_json(&[EventType::MeetingCompleted]);
+        assert!(subscribes(&list, EventType::MeetingCompleted));
+        for other in EventType::ALL.iter().filter(|t| **t != EventType::MeetingCompleted) {
+            assert!(!subscribes(&list, *other), "{other:?}");
+        }
+        assert!(!subscribes("[]", EventType::MeetingCompleted));
+        let all = crate::codec::event_types_json(&EventType::ALL);
+        assert!(EventType::ALL.iter().all(|t| subscribes(&all, *t)));
     }
 }

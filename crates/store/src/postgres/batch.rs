@@ -10,12 +10,12 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use herald_domain::ids::{DeliveryId, EndpointId, TeamId};
+use herald_domain::ids::DeliveryId;
 
 use super::{existing_event, pg_error, pool_error, secret_from};
 use crate::codec::{delivery_move, headers_json, request_headers_stored};
 use crate::model::*;
-use crate::plan::split_unique;
+use crate::plan::{self, split_unique};
 use crate::records::{Flush, RecordQueue, Unrun};
 use crate::{StoreError, StoreResult};
 
@@ -94,7 +94,8 @@ fn take_queued(jobs: &mut mpsc::Receiver<PublishJob>, batch: &mut Vec<PublishJob
 /// One statement stores the batch's events and makes their deliveries: for
 /// each event it checks the team and its account, stores the event unless its
 /// id is taken, and makes a leased delivery for every active webhook of the
-/// team subscribed to the type. A row per event (its number in the batch, the
+/// team subscribed to the type ([`plan::subscribes`], asked as `LIKE`
+/// [`plan::subscription_like`]). A row per event (its number in the batch, the
 /// team's account, whether it was stored) and one per delivery come back.
 const PUBLISH_SQL: &str = "
     WITH input AS (
@@ -171,7 +172,7 @@ async fn publish_rows(pool: &Pool, batch: &[PublishJob]) -> StoreResult<Vec<Opti
     let created: Vec<i64> = events.clone().map(|e| e.created_at).collect();
     let bodies: Vec<&[u8]> = events.clone().map(|e| &e.body[..]).collect();
     let accounts: Vec<&str> = events.clone().map(|e| e.account_id.as_str()).collect();
-    let patterns: Vec<String> = events.map(|e| format!("%\"{}\"%", e.event_type.as_str())).collect();
+    let patterns: Vec<String> = events.map(|e| plan::subscription_like(e.event_type)).collect();
     let until: Vec<i64> = batch.iter().map(|job| job.lease.until_ms).collect();
     // Every job of one batch comes from this process: one node name.
     let node = batch.first().map(|job| job.lease.node.as_str()).unwrap_or_default();
@@ -197,38 +198,23 @@ async fn publish_rows(pool: &Pool, batch: &[PublishJob]) -> StoreResult<Vec<Opti
         let event = &batch[i].event;
         match row.get::<_, Option<i64>>(3) {
             None => heads[i] = Some((row.get(1), row.get::<_, Option<bool>>(2).unwrap_or(false))),
-            Some(seq) => made[i].push(ClaimedDelivery {
-                id: DeliveryId(seq),
-                team_id: TeamId::from_stored(event.team_id.clone()),
-                event_id: event.id.clone(),
-                event_type: event.event_type,
-                body: event.body.clone(),
-                endpoint_id: EndpointId::from_stored(row.get(4)),
-                url: row.get(5),
-                secret: secret_from(row.get(6))?,
-                attempt: 1,
-                due_ms: 0,
-            }),
+            Some(seq) => made[i].push(plan::team_delivery(
+                DeliveryId(seq),
+                event,
+                row.get(4),
+                row.get(5),
+                secret_from(row.get(6))?,
+            )),
         }
     }
     let mut outcomes = Vec::with_capacity(batch.len());
-    for ((job, head), mut deliveries) in batch.iter().zip(heads).zip(made) {
+    for ((job, head), deliveries) in batch.iter().zip(heads).zip(made) {
         let event = &job.event;
         outcomes.push(match head {
             None | Some((None, _)) => Some(PublishOutcome::UnknownTeam),
             Some((Some(account), _)) if account != event.account_id => Some(PublishOutcome::AccountMismatch),
             Some((Some(_), false)) => None,
-            Some((Some(_), true)) => {
-                deliveries.sort_by_key(|d| d.id);
-                Some(PublishOutcome::Created {
-                    event: StoredEvent {
-                        id: event.id.clone(),
-                        event_type: event.event_type,
-                        created_at: event.created_at,
-                    },
-                    deliveries,
-                })
-            }
+            Some((Some(_), true)) => Some(plan::published(event, deliveries)),
         });
     }
     Ok(outcomes)

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use herald_domain::attempt::AttemptStatus;
-use herald_domain::event::{EventType, same_payload};
+use herald_domain::event::EventType;
 use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EndpointKind, EventId, KeyId, TeamId};
 use herald_domain::keys::KeyHash;
 use herald_domain::signing::Secret;
@@ -33,7 +33,7 @@ use herald_domain::webhook::EndpointStatus;
 
 use crate::codec::{
     delivery_move, event_types_from, event_types_json, headers_from, headers_json, request_headers_from,
-    request_headers_stored, stored_data_of,
+    request_headers_stored,
 };
 use crate::model::*;
 use crate::plan::{self, PlannedDelivery};

@@ -56,21 +56,7 @@ pub(super) async fn existing_event(
         .await
         .map_err(pg_error)?;
     let Some(row) = row else { return Ok(None) };
-    let (event_type, created_at, body): (String, i64, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
-    if same_payload(
-        &event_type,
-        &stored_data_of(&body),
-        event.event_type.as_str(),
-        &event.data,
-    ) {
-        Ok(Some(PublishOutcome::Existing(StoredEvent {
-            id: event.id.clone(),
-            event_type: event_type_from(&event_type)?,
-            created_at,
-        })))
-    } else {
-        Ok(Some(PublishOutcome::Conflict))
-    }
+    plan::replayed(event, row.get(0), row.get(1), row.get(2)).map(Some)
 }
 
 #[async_trait]

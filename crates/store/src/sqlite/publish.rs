@@ -70,15 +70,7 @@ pub(super) fn publish_in(c: &Connection, event: NewEvent, lease: &Lease) -> Stor
             })
             .map_err(internal)?;
         if let Some((event_type, created_at, body)) = existing {
-            let stored_data = stored_data_of(&body);
-            if same_payload(&event_type, &stored_data, event.event_type.as_str(), &event.data) {
-                return Ok(PublishOutcome::Existing(StoredEvent {
-                    id: event.id,
-                    event_type: event_type_from(&event_type).map_err(internal)?,
-                    created_at,
-                }));
-            }
-            return Ok(PublishOutcome::Conflict);
+            return plan::replayed(&event, &event_type, created_at, &body);
         }
     }
     // Every publish runs these statements: each is parsed once per connection.
@@ -109,7 +101,7 @@ pub(super) fn publish_in(c: &Connection, event: NewEvent, lease: &Lease) -> Stor
         })
         .map_err(internal)?
         .filter_map(|r| r.ok())
-        .filter(|(_, _, _, types)| subscribes(types, event.event_type))
+        .filter(|(_, _, _, types)| plan::subscribes(types, event.event_type))
         .map(|(id, url, secret, _)| (id, url, secret))
         .collect();
 
@@ -119,40 +111,28 @@ pub(super) fn publish_in(c: &Connection, event: NewEvent, lease: &Lease) -> Stor
              VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?5, ?6, ?4)",
         )
         .map_err(internal)?;
-    let team_id = TeamId::from_stored(event.team_id.clone());
     let mut deliveries = Vec::with_capacity(subscribed.len());
-    for (endpoint_id, url, secret) in subscribed {
+    for (webhook, url, secret) in subscribed {
         insert
             .execute(params![
                 event.id.as_str(),
-                endpoint_id,
+                webhook,
                 event.team_id,
                 event.created_at,
                 lease.until_ms,
                 lease.node
             ])
             .map_err(internal)?;
-        deliveries.push(ClaimedDelivery {
-            id: DeliveryId(c.last_insert_rowid()),
-            team_id: team_id.clone(),
-            event_id: event.id.clone(),
-            event_type: event.event_type,
-            body: event.body.clone(),
-            endpoint_id: EndpointId::from_stored(endpoint_id),
+        let secret = secret_from(&secret).map_err(internal)?;
+        deliveries.push(plan::team_delivery(
+            DeliveryId(c.last_insert_rowid()),
+            &event,
+            webhook,
             url,
-            secret: secret_from(&secret).map_err(internal)?,
-            attempt: 1,
-            due_ms: 0,
-        });
+            secret,
+        ));
     }
-    Ok(PublishOutcome::Created {
-        event: StoredEvent {
-            id: event.id,
-            event_type: event.event_type,
-            created_at: event.created_at,
-        },
-        deliveries,
-    })
+    Ok(plan::published(&event, deliveries))
 }
 
 pub(super) fn publish_bot_in(
