@@ -106,6 +106,8 @@ pub async fn create(
             event_types,
             status: EndpointStatus::Active,
             secret: Secret::generate(),
+            previous_secret: None,
+            deactivated_reason: None,
             metadata: Value::Object(spec.metadata.clone().unwrap_or_default()).to_string(),
             created_at: now,
         });

@@ -16,6 +16,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod stats;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -112,6 +113,11 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/webhooks/{webhook_id}/events/{event_id}/resend",
             post(webhooks::resend),
         )
+        .route(
+            "/api/v1/webhooks/{webhook_id}/secret/rotate",
+            post(webhooks::rotate_secret),
+        )
+        .route("/api/v1/webhooks/{webhook_id}/stats", get(stats::for_webhook))
         .route("/api/v1/attempts/{attempt_id}", get(attempts::get_one))
         .route("/api/v1/bot", post(bots::create).get(bots::list))
         .route("/api/v1/bot/", post(bots::create).get(bots::list))

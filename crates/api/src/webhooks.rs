@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use herald_domain::ValidationError;
 use herald_domain::ids::{EndpointId, EndpointKind, EventId};
-use herald_domain::signing::Secret;
+use herald_domain::signing::{DEFAULT_ROTATION_GRACE_S, MAX_ROTATION_GRACE_S, Secret};
 use herald_domain::target::TargetError;
 use herald_domain::webhook::{
     EndpointStatus, UrlRefused, check_event_types, check_name, check_status, check_webhook_url,
@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::TeamCaller;
-use crate::extract::{JsonBody, Path};
+use crate::extract::{JsonBody, OptionalJsonBody, Path};
 use crate::{ApiError, AppState};
 
 #[derive(Deserialize)]
@@ -74,6 +74,8 @@ pub async fn create(
         event_types,
         status,
         secret: Secret::generate(),
+        previous_secret: None,
+        deactivated_reason: None,
         created_at: now,
     };
     let limit = state.settings.limits.webhooks_per_team;
@@ -173,6 +175,45 @@ pub async fn resend(
     ))
 }
 
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RotateBody {
+    #[serde(default)]
+    grace_seconds: Option<i64>,
+}
+
+/// `POST /api/v1/webhooks/{id}/secret/rotate` (contract §4.2): a new
+/// secret; the old one keeps signing, after the new, for the grace period.
+#[tracing::instrument(skip_all, fields(team_id = %team, endpoint_id = %id))]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    TeamCaller(team): TeamCaller,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<RotateBody>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let grace = body.grace_seconds.unwrap_or(DEFAULT_ROTATION_GRACE_S);
+    if !(0..=MAX_ROTATION_GRACE_S).contains(&grace) {
+        return Err(ApiError::invalid(ValidationError::new(
+            "graceSeconds",
+            format!("must be from 0 to {MAX_ROTATION_GRACE_S} (7 days)"),
+        )));
+    }
+    let expires_at = herald_engine::now_ms() + grace * 1000;
+    let webhook = state
+        .store
+        .rotate_secret(&team, &id, &Secret::generate(), expires_at)
+        .await
+        .map_err(not_found)?;
+    // Every node drops what it queued with the old secret and claims it
+    // again with both.
+    state.engine.endpoint_changed(&id).await;
+    Ok(Json(json!({
+        "secret": webhook.secret.reveal(),
+        "previousSecretExpiresAt": expires_at,
+    })))
+}
+
 /// The delivery of a manual outcome, or the error that answers it.
 pub(crate) fn manual_delivery(outcome: ManualOutcome) -> Result<herald_store::ClaimedDelivery, ApiError> {
     match outcome {
@@ -221,5 +262,6 @@ pub(crate) fn webhook_json(w: &Endpoint) -> Value {
         "status": w.status.as_str(),
         "createdAt": w.created_at,
         "secret": w.secret.reveal(),
+        "deactivatedReason": w.deactivated_reason,
     })
 }

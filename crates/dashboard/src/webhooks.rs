@@ -141,6 +141,8 @@ pub async fn create(
         event_types,
         status,
         secret: Secret::generate(),
+        previous_secret: None,
+        deactivated_reason: None,
         metadata: "{}".into(),
         created_at: now,
     };

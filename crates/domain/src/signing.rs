@@ -51,6 +51,27 @@ impl Secret {
     }
 }
 
+/// The secret a webhook had before its last rotation (contract §4.2): until
+/// `expires_at_ms` every delivery carries a signature with it too, after the
+/// one with the current secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousSecret {
+    pub secret: Secret,
+    pub expires_at_ms: i64,
+}
+
+impl PreviousSecret {
+    /// Whether a delivery signed at `now_ms` is still signed with it.
+    pub fn in_grace(&self, now_ms: i64) -> bool {
+        now_ms < self.expires_at_ms
+    }
+}
+
+/// How long a rotated-out secret keeps signing unless the rotation says.
+pub const DEFAULT_ROTATION_GRACE_S: i64 = 86_400;
+/// The longest grace a rotation may give: 7 days.
+pub const MAX_ROTATION_GRACE_S: i64 = 604_800;
+
 /// A prepared HMAC key, so the hot path does not decode base64 per attempt.
 #[derive(Clone)]
 pub struct Signer {

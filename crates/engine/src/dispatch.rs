@@ -23,8 +23,8 @@ use std::time::Duration;
 use foldhash::{HashMap, HashSet};
 use herald_domain::attempt::AttemptStatus;
 use herald_domain::ids::{AttemptId, DeliveryId, EndpointId, EndpointKind};
-use herald_domain::retry::Decision;
-use herald_store::{AttemptRecord, ClaimedDelivery, DeliveryNext, Queue};
+use herald_domain::retry::{Decision, GONE_REASON, auto_deactivation_reason};
+use herald_store::{AttemptRecord, ClaimedDelivery, Deactivation, DeliveryNext, Queue};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -354,9 +354,13 @@ impl Dispatcher {
                     _ => None,
                 };
                 match self.store.record_attempt(record).await {
-                    Ok(()) => {
+                    Ok(recorded) => {
                         if let Some(at) = retry_at {
                             self.wakeup.wake_at(at);
+                        }
+                        if recorded.deactivated {
+                            tracing::warn!(endpoint_id = %job.endpoint_id, "webhook deactivated by its answers");
+                            Box::pin(self.endpoint_changed(&job.endpoint_id)).await;
                         }
                     }
                     Err(e) => tracing::error!(
@@ -371,6 +375,29 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// An endpoint changed (edited, deactivated, deleted, here or by a
+    /// recorded attempt): tell the other processes, and drop what is queued
+    /// for it here.
+    pub(crate) async fn endpoint_changed(&self, endpoint: &EndpointId) {
+        if let Err(e) = self.store.announce_endpoint_changed(endpoint).await {
+            tracing::warn!(error = %e, endpoint_id = %endpoint, "could not tell the other processes about a changed endpoint");
+        }
+        self.drop_endpoint(endpoint).await;
+    }
+
+    /// Drops what is queued for `endpoint` here and gives its leases back,
+    /// so that the scheduler claims its work again under its new
+    /// configuration (or not at all, if it is no longer active).
+    pub(crate) async fn drop_endpoint(&self, endpoint: &EndpointId) {
+        let released = self.forget_endpoint(endpoint);
+        if !released.is_empty()
+            && let Err(e) = self.store.release(&released).await
+        {
+            tracing::warn!(error = %e, endpoint_id = %endpoint, "could not release queued deliveries; their leases will expire");
+        }
+        self.wakeup.wake_at(now_ms());
     }
 
     fn forget(&self, delivery: DeliveryId) {
@@ -461,11 +488,32 @@ impl Dispatcher {
             EndpointKind::Webhook => &self.config.standard_retry,
             EndpointKind::Realtime => &self.config.realtime_retry,
         };
-        let decision = policy.decide(job.attempt, &sent.outcome, ended_ms);
-        let (status, next) = match decision {
-            Decision::Delivered => (AttemptStatus::Success, DeliveryNext::Succeeded),
-            Decision::RetryAt(at) => (AttemptStatus::Retrying, DeliveryNext::RetryAt(at)),
-            Decision::GiveUp => (AttemptStatus::Failed, DeliveryNext::Failed),
+        let retry_after = sent.response.as_ref().and_then(|r| {
+            r.headers
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case("retry-after"))
+                .map(|(_, value)| value.as_str())
+        });
+        let decision = policy.decide(job.attempt, &sent.outcome, ended_ms, retry_after);
+        let webhook = job.endpoint_id.kind() == EndpointKind::Webhook;
+        let (status, next, deactivate) = match decision {
+            Decision::Delivered => (AttemptStatus::Success, DeliveryNext::Succeeded, None),
+            Decision::RetryAt(at) => (AttemptStatus::Retrying, DeliveryNext::RetryAt(at), None),
+            Decision::GiveUp => {
+                // A webhook's failed delivery may be the one that makes its
+                // failing streak long enough.
+                let after = self.config.auto_deactivate_after;
+                let deactivate = webhook.then(|| Deactivation::FailingSince {
+                    by_ms: ended_ms - after.as_millis() as i64,
+                    reason: auto_deactivation_reason(after),
+                });
+                (AttemptStatus::Failed, DeliveryNext::Failed, deactivate)
+            }
+            Decision::Gone => (
+                AttemptStatus::Failed,
+                DeliveryNext::Failed,
+                Some(Deactivation::Now(GONE_REASON.to_owned())),
+            ),
         };
         match status {
             AttemptStatus::Success => Metrics::add(&self.metrics.attempts_succeeded, 1),
@@ -493,6 +541,7 @@ impl Dispatcher {
             response: sent.response,
             next,
             keep_lease_until: None,
+            deactivate,
         };
         (record, decision)
     }

@@ -64,6 +64,10 @@ pub struct EngineConfig {
     pub attempt_timeout: Duration,
     pub standard_retry: RetryPolicy,
     pub realtime_retry: RetryPolicy,
+    /// A webhook whose every delivery has failed for this long, counted from
+    /// its first failed delivery after its last success, is deactivated
+    /// (contract §4.3, `HERALD_AUTO_DEACTIVATE_AFTER`).
+    pub auto_deactivate_after: Duration,
     /// How many deliveries of one ordered endpoint a claim takes at once.
     pub ordered_run: usize,
     /// Past this many queued deliveries, an ordered endpoint's new work waits
@@ -100,6 +104,7 @@ impl EngineConfig {
             attempt_timeout: Duration::from_secs(10),
             standard_retry: RetryPolicy::standard(),
             realtime_retry: RetryPolicy::realtime(),
+            auto_deactivate_after: Duration::from_secs(5 * 86_400),
             ordered_run: 256,
             ordered_queue_cap: 1024,
             lease: Duration::from_secs(10),
@@ -289,20 +294,11 @@ impl Engine {
     /// the scheduler claim its work again under the new configuration (or not
     /// at all, if it is no longer active).
     pub async fn endpoint_changed(&self, endpoint: &EndpointId) {
-        if let Err(e) = self.store.announce_endpoint_changed(endpoint).await {
-            tracing::warn!(error = %e, endpoint_id = %endpoint, "could not tell the other processes about a changed endpoint");
-        }
-        self.drop_queued(endpoint).await;
+        self.dispatcher.endpoint_changed(endpoint).await;
     }
 
     async fn drop_queued(&self, endpoint: &EndpointId) {
-        let released = self.dispatcher.forget_endpoint(endpoint);
-        if !released.is_empty()
-            && let Err(e) = self.store.release(&released).await
-        {
-            tracing::warn!(error = %e, endpoint_id = %endpoint, "could not release queued deliveries; their leases will expire");
-        }
-        self.wakeup.wake_at(now_ms());
+        self.dispatcher.drop_endpoint(endpoint).await;
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -233,9 +233,19 @@ impl Sender {
     #[tracing::instrument(level = "debug", skip_all, fields(event_id = %job.event_id, endpoint_id = %job.endpoint_id, attempt = job.attempt))]
     pub async fn attempt(&self, job: &ClaimedDelivery, now_ms: i64) -> SentAttempt {
         let timestamp_s = now_ms / 1000;
-        let signature = self
+        let mut signature = self
             .signer(&job.secret)
             .sign(job.event_id.as_str(), timestamp_s, &job.body);
+        // During a rotation's grace, the old secret signs too, after the new
+        // one (contract §4.2): receivers that know either verify.
+        if let Some(previous) = job.previous_secret.as_ref().filter(|p| p.in_grace(now_ms)) {
+            signature.push(' ');
+            signature.push_str(
+                &self
+                    .signer(&previous.secret)
+                    .sign(job.event_id.as_str(), timestamp_s, &job.body),
+            );
+        }
         let headers = self.headers(job.event_id.as_str(), timestamp_s, signature);
         let request_headers = headers.as_ref().map(header_pairs).unwrap_or_default();
         let started = Instant::now();
@@ -485,6 +495,7 @@ mod tests {
             endpoint_id: EndpointId::generate(EndpointKind::Webhook, 0),
             url,
             secret,
+            previous_secret: None,
             attempt: 1,
             due_ms: 0,
         }

@@ -42,6 +42,8 @@ pub struct Config {
     pub standard_retry: RetryPolicy,
     /// The real-time retry schedule; tests shorten it.
     pub realtime_retry: RetryPolicy,
+    /// How long a webhook may fail every delivery before it is deactivated.
+    pub auto_deactivate_after: Duration,
     /// How long a claim on a delivery holds without renewal.
     pub lease: Duration,
     /// How many attempts one team webhook may have on the wire at once.
@@ -78,6 +80,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(10),
             standard_retry: RetryPolicy::standard(),
             realtime_retry: RetryPolicy::realtime(),
+            auto_deactivate_after: Duration::from_secs(5 * 86_400),
             lease: Duration::from_secs(10),
             endpoint_concurrency: DEFAULT_ENDPOINT_CONCURRENCY,
             public_url: None,
@@ -113,6 +116,7 @@ impl Config {
         engine.attempt_timeout = self.attempt_timeout;
         engine.standard_retry = self.standard_retry.clone();
         engine.realtime_retry = self.realtime_retry.clone();
+        engine.auto_deactivate_after = self.auto_deactivate_after;
         engine.shutdown_grace = self.shutdown_grace;
         engine.retry_capacity_per_s = self.retry_capacity_per_s;
         engine
@@ -174,6 +178,32 @@ pub struct ServeArgs {
     /// The most real-time endpoints one bot may have.
     #[arg(long, env = "HERALD_MAX_REALTIME_ENDPOINTS_PER_BOT", default_value_t = Limits::DEFAULT_REALTIME_ENDPOINTS_PER_BOT)]
     pub max_realtime_endpoints_per_bot: usize,
+    /// Deactivate a webhook whose every delivery has failed for this long
+    /// (`5d`, `12h`, `30m`, `45s`), counted from its first failed delivery
+    /// after its last success.
+    #[arg(long, env = "HERALD_AUTO_DEACTIVATE_AFTER", default_value = "5d")]
+    pub auto_deactivate_after: String,
+}
+
+/// A duration setting: a whole number with a unit, `ms`, `s`, `m`, `h` or `d`.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{raw}` is not a whole number with a unit (ms, s, m, h, d), such as 5d"))?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("`{raw}`: the unit must be ms, s, m, h or d, as in 5d")),
+    };
+    n.checked_mul(unit_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("`{raw}` is too long"))
 }
 
 /// This process's open-file (descriptor) limit; `u64::MAX` when unlimited.
@@ -259,6 +289,11 @@ impl ServeArgs {
             }
             config.serve_limits.max_connections = max;
         }
+        config.auto_deactivate_after = parse_duration(&self.auto_deactivate_after)
+            .map_err(|why| anyhow::anyhow!("HERALD_AUTO_DEACTIVATE_AFTER / --auto-deactivate-after: {why}"))?;
+        if config.auto_deactivate_after.is_zero() {
+            bail!("HERALD_AUTO_DEACTIVATE_AFTER / --auto-deactivate-after: must be more than 0");
+        }
         config.limits = Limits {
             webhooks_per_team: self.max_webhooks_per_team,
             realtime_endpoints_per_bot: self.max_realtime_endpoints_per_bot,
@@ -294,6 +329,17 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+
+    #[test]
+    fn durations_take_a_whole_number_and_a_unit() {
+        assert_eq!(parse_duration("5d"), Ok(Duration::from_secs(5 * 86_400)));
+        assert_eq!(parse_duration(" 90s "), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7_200)));
+        for bad in ["5", "d", "1.5h", "-1d", "5 days", "", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 
     #[derive(Parser)]
     struct Cli {

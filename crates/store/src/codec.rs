@@ -4,7 +4,7 @@
 //! leaves its delivery in.
 
 use herald_domain::event::EventType;
-use herald_domain::signing::{CONTENT_TYPE, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
+use herald_domain::signing::{CONTENT_TYPE, PreviousSecret, Secret, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
 
 use crate::model::{AttemptRecord, DeliveryNext};
 
@@ -94,6 +94,17 @@ pub(crate) fn stored_data_of(body: &[u8]) -> String {
         .ok()
         .and_then(|v| v.get("data").map(|d| d.to_string()))
         .unwrap_or_default()
+}
+
+/// A webhook's previous secret from its two columns; `None` when it has
+/// none. A stored secret that does not parse is a corrupt row.
+pub(crate) fn previous_secret(raw: Option<&str>, expires_at_ms: Option<i64>) -> Result<Option<PreviousSecret>, String> {
+    match (raw, expires_at_ms) {
+        (Some(raw), Some(expires_at_ms)) => Secret::parse(raw)
+            .map(|secret| Some(PreviousSecret { secret, expires_at_ms }))
+            .ok_or_else(|| "stored previous secret is not a whsec_ secret".to_owned()),
+        _ => Ok(None),
+    }
 }
 
 #[cfg(test)]

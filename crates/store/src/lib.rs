@@ -12,6 +12,7 @@
 //! (group commit), and reads through a small pool of read-only connections.
 
 mod codec;
+pub mod health;
 pub mod model;
 mod plan;
 pub mod postgres;
@@ -21,6 +22,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EventId, KeyId, TeamId};
 use herald_domain::keys::KeyHash;
+use herald_domain::signing::Secret;
 
 pub use model::*;
 
@@ -174,7 +176,19 @@ pub trait Endpoints: Send + Sync {
     /// `NotFound` if it does not exist or is another team's.
     async fn get_endpoint(&self, team: &TeamId, id: &EndpointId) -> StoreResult<Endpoint>;
 
+    /// Applies a patch. A status change clears the deactivation reason and
+    /// the failing streak: a person decided.
     async fn update_webhook(&self, team: &TeamId, id: &EndpointId, patch: &WebhookPatch) -> StoreResult<Endpoint>;
+
+    /// Makes `secret` the webhook's signing secret; the one it replaces keeps
+    /// signing until `previous_expires_at_ms` (contract §4.2).
+    async fn rotate_secret(
+        &self,
+        team: &TeamId,
+        id: &EndpointId,
+        secret: &Secret,
+        previous_expires_at_ms: i64,
+    ) -> StoreResult<Endpoint>;
 
     /// Deletes the endpoint, its pending deliveries and its attempt log.
     async fn delete_endpoint(&self, team: &TeamId, id: &EndpointId) -> StoreResult<()>;
@@ -255,8 +269,10 @@ pub trait Queue: Send + Sync {
     /// When the earliest claimable work of an active endpoint becomes due.
     async fn next_due_at(&self, now_ms: i64) -> StoreResult<Option<i64>>;
 
-    /// Logs an attempt and moves its delivery to its next state.
-    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<()>;
+    /// Logs an attempt, moves its delivery to its next state, counts it in
+    /// its webhook's hourly stats and failing streak, and deactivates the
+    /// webhook when the record asks ([`AttemptRecord::deactivate`]).
+    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<Recorded>;
 
     /// Logs the last failed attempt of an ordered endpoint, marks the endpoint
     /// failed, and drops every delivery still pending for it, logging each as
@@ -299,6 +315,11 @@ pub trait AttemptLog: Send + Sync {
 
     /// One attempt with its request body and response detail.
     async fn get_attempt(&self, team: &TeamId, id: &AttemptId) -> StoreResult<Attempt>;
+
+    /// A webhook's hourly stats from the hour starting at `from_hour_ms` on,
+    /// oldest first; hours without attempts are left out. `NotFound` if it
+    /// is not the team's.
+    async fn webhook_stats(&self, team: &TeamId, id: &EndpointId, from_hour_ms: i64) -> StoreResult<Vec<HourStats>>;
 }
 
 /// Herald's persistence: the sum of the roles, one implementation per

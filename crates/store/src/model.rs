@@ -5,7 +5,7 @@ use bytes::Bytes;
 use herald_domain::attempt::AttemptStatus;
 use herald_domain::event::EventType;
 use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EventId, KeyId, TeamId};
-use herald_domain::signing::Secret;
+use herald_domain::signing::{PreviousSecret, Secret};
 use herald_domain::webhook::EndpointStatus;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +57,11 @@ pub struct Endpoint {
     pub event_types: Vec<EventType>,
     pub status: EndpointStatus,
     pub secret: Secret,
+    /// The secret before the last rotation, while it still signs too.
+    pub previous_secret: Option<PreviousSecret>,
+    /// Why Herald deactivated it (a 410, sustained failure), for people;
+    /// `None` when it is active or a person deactivated it.
+    pub deactivated_reason: Option<String>,
     /// A JSON object, echoed in real-time envelopes; `{}` for webhooks.
     pub metadata: String,
     pub created_at: i64,
@@ -179,6 +184,9 @@ pub struct ClaimedDelivery {
     pub endpoint_id: EndpointId,
     pub url: String,
     pub secret: Secret,
+    /// Signs too while its grace lasts (a rotation, contract §4.2). Boxed:
+    /// rarely there, and every delivery held in memory carries the field.
+    pub previous_secret: Option<Box<PreviousSecret>>,
     /// The number the next attempt will have (1 for a fresh delivery).
     pub attempt: u32,
     /// When it was due (its `next_attempt_at`, Unix ms); 0 for a fresh
@@ -198,6 +206,7 @@ impl ClaimedDelivery {
             endpoint_id: endpoint.id.clone(),
             url: endpoint.url.clone(),
             secret: endpoint.secret.clone(),
+            previous_secret: endpoint.previous_secret.clone().map(Box::new),
             attempt: 1,
             due_ms: 0,
         }
@@ -236,6 +245,41 @@ pub struct AttemptRecord {
     /// real-time retry waits in this process's memory, holding its place in
     /// line, and must not be claimed by anyone else meanwhile.
     pub keep_lease_until: Option<i64>,
+    /// What the attempt does to its webhook beside the log (contract §4.3).
+    pub deactivate: Option<Deactivation>,
+}
+
+/// When a recorded attempt deactivates its webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deactivation {
+    /// At once, for this reason (the endpoint answered 410 Gone).
+    Now(String),
+    /// If every delivery to it has failed since at or before `by_ms` (its
+    /// first failed delivery after its last success), for this reason.
+    FailingSince { by_ms: i64, reason: String },
+}
+
+/// What recording an attempt did beyond the log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// The attempt's webhook was deactivated by the batch that recorded it:
+    /// whatever is queued for it must stop.
+    pub deactivated: bool,
+}
+
+/// One hour of a webhook's attempts (contract §4.3 `stats`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HourStats {
+    /// The hour's start, Unix ms.
+    pub start_ms: i64,
+    pub success: i64,
+    pub retrying: i64,
+    pub failed: i64,
+    /// Attempt durations counted in the buckets of
+    /// [`crate::health::DURATION_BUCKETS_MS`].
+    pub durations: [i64; crate::health::DURATION_BUCKETS],
+    /// The longest attempt of the hour, ms.
+    pub max_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

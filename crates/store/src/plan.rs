@@ -10,7 +10,7 @@ use bytes::Bytes;
 use herald_domain::bot::realtime_body;
 use herald_domain::event::{EventType, same_payload};
 use herald_domain::ids::{AccountId, DeliveryId, EndpointId, EndpointKind, EventId, TeamId};
-use herald_domain::signing::Secret;
+use herald_domain::signing::{PreviousSecret, Secret};
 use herald_domain::webhook::EndpointStatus;
 
 use crate::codec::stored_data_of;
@@ -147,6 +147,7 @@ pub(crate) fn team_delivery(
     webhook: String,
     url: String,
     secret: Secret,
+    previous_secret: Option<PreviousSecret>,
 ) -> ClaimedDelivery {
     ClaimedDelivery {
         id,
@@ -157,6 +158,7 @@ pub(crate) fn team_delivery(
         endpoint_id: EndpointId::from_stored(webhook),
         url,
         secret,
+        previous_secret: previous_secret.map(Box::new),
         attempt: 1,
         due_ms: 0,
     }

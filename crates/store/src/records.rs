@@ -14,12 +14,23 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::model::AttemptRecord;
+use crate::model::{AttemptRecord, Recorded};
 use crate::plan;
 use crate::{StoreError, StoreResult};
 
 /// A queued record and the waiter for its result.
-pub(crate) type Waiting = (AttemptRecord, oneshot::Sender<StoreResult<()>>);
+pub(crate) type Waiting = (AttemptRecord, oneshot::Sender<StoreResult<Recorded>>);
+
+/// Answers the waiters of a written drain: `deactivated` names the webhooks
+/// its records deactivated (each of their records hears it), or the error
+/// every record of the drain hears.
+pub(crate) fn answer(taken: Vec<Waiting>, written: &StoreResult<Vec<String>>) {
+    for (record, waiter) in taken {
+        let _ = waiter.send(written.as_ref().map_err(Clone::clone).map(|deactivated| Recorded {
+            deactivated: deactivated.iter().any(|id| id == record.endpoint_id.as_str()),
+        }));
+    }
+}
 
 /// How a backend writes what the queue gathered.
 pub(crate) trait Flush: Send + Sync + 'static {
@@ -64,7 +75,7 @@ impl RecordQueue {
     }
 
     /// Puts `record` in the queue and says what must happen for it to be written.
-    pub(crate) fn push(&self, record: AttemptRecord, waiter: oneshot::Sender<StoreResult<()>>) -> Wake {
+    pub(crate) fn push(&self, record: AttemptRecord, waiter: oneshot::Sender<StoreResult<Recorded>>) -> Wake {
         let urgent = plan::record_is_urgent(&record);
         let mut pending = self.lock();
         pending.records.push((record, waiter));
@@ -129,7 +140,7 @@ pub(crate) async fn record<F: Flush>(
     queue: &Arc<RecordQueue>,
     flush: &Arc<F>,
     record: AttemptRecord,
-) -> StoreResult<()> {
+) -> StoreResult<Recorded> {
     let (tx, rx) = oneshot::channel();
     match queue.push(record, tx) {
         Wake::Nothing => {}

@@ -211,6 +211,8 @@ fn new_webhook(team: &TeamId) -> Endpoint {
         event_types: vec![EventType::MeetingCompleted],
         status: EndpointStatus::Active,
         secret: Secret::generate(),
+        previous_secret: None,
+        deactivated_reason: None,
         metadata: "{}".into(),
         created_at: NOW,
     }
@@ -251,6 +253,7 @@ fn record(d: &ClaimedDelivery, next: DeliveryNext, keep: Option<i64>) -> Attempt
         error: Some("refused".into()),
         next,
         keep_lease_until: keep,
+        deactivate: None,
     }
 }
 
@@ -364,6 +367,8 @@ async fn ordered_endpoints_are_claimed_as_runs_one_claimer_at_a_time_and_fail_as
                 event_types: vec![EventType::TranscriptData],
                 status: EndpointStatus::Active,
                 secret: Secret::generate(),
+                previous_secret: None,
+                deactivated_reason: None,
                 metadata: "{}".into(),
                 created_at: NOW,
             }],

@@ -34,6 +34,8 @@ async fn webhook(store: &SqliteStore, team: &TeamId) -> EndpointId {
         event_types: vec![EventType::MeetingCompleted],
         status: EndpointStatus::Active,
         secret: Secret::generate(),
+        previous_secret: None,
+        deactivated_reason: None,
         metadata: "{}".into(),
         created_at: 1,
     };
@@ -171,6 +173,8 @@ async fn a_bots_endpoints_come_back_in_the_order_given() {
             event_types: vec![EventType::ParticipantJoin],
             status: EndpointStatus::Active,
             secret: Secret::generate(),
+            previous_secret: None,
+            deactivated_reason: None,
             metadata: "{}".into(),
             created_at: 7,
         })

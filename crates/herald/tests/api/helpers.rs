@@ -307,9 +307,11 @@ pub fn meeting_event(team: &TestTeam, meeting_id: &str) -> Value {
 }
 
 /// What the receiver does with the next request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Answer {
     Status(u16),
+    /// Answer with this status and a `Retry-After` header of this value.
+    RetryAfter(u16, String),
     /// Answer with this status after a pause.
     Slow(u16, Duration),
     /// Accept the request and never answer.
@@ -375,9 +377,9 @@ impl TestReceiver {
                         .iter()
                         .find(|(prefix, _)| path_and_query.starts_with(prefix.as_str()))
                     {
-                        Some((_, answer)) => *answer,
+                        Some((_, answer)) => answer.clone(),
                         None => {
-                            let default = s.default;
+                            let default = s.default.clone();
                             s.next.pop_front().unwrap_or(default)
                         }
                     }
@@ -392,6 +394,12 @@ impl TestReceiver {
                     Answer::Status(code) => {
                         (StatusCode::from_u16(code).expect("status"), "receiver says hi").into_response()
                     }
+                    Answer::RetryAfter(code, value) => (
+                        StatusCode::from_u16(code).expect("status"),
+                        [("retry-after", value)],
+                        "not now",
+                    )
+                        .into_response(),
                     Answer::Slow(code, pause) => {
                         tokio::time::sleep(pause).await;
                         (StatusCode::from_u16(code).expect("status"), "receiver says hi").into_response()
@@ -433,7 +441,7 @@ impl TestReceiver {
             .lock()
             .expect("script lock")
             .next
-            .extend(answers.iter().copied());
+            .extend(answers.iter().cloned());
     }
 
     /// Requests whose path starts with `prefix` always get `answer`.
@@ -458,8 +466,9 @@ impl TestReceiver {
     }
 }
 
-/// Verifies a Standard Webhooks signature independently of Herald's code.
-pub fn signature_is_valid(secret: &str, received: &Received) -> bool {
+/// The `v1,…` signature `secret` makes of a received delivery, computed
+/// independently of Herald's code.
+pub fn expected_signature(secret: &str, received: &Received) -> String {
     let key = base64::engine::general_purpose::STANDARD
         .decode(secret.strip_prefix("whsec_").expect("whsec_ prefix"))
         .expect("base64 secret");
@@ -469,10 +478,15 @@ pub fn signature_is_valid(secret: &str, received: &Received) -> bool {
     mac.update(received.header("webhook-timestamp").as_bytes());
     mac.update(b".");
     mac.update(&received.body);
-    let expected = format!(
+    format!(
         "v1,{}",
         base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    );
+    )
+}
+
+/// Verifies a Standard Webhooks signature independently of Herald's code.
+pub fn signature_is_valid(secret: &str, received: &Received) -> bool {
+    let expected = expected_signature(secret, received);
     received.header("webhook-signature").split(' ').any(|s| s == expected)
 }
 

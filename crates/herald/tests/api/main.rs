@@ -18,6 +18,7 @@ mod hardening;
 mod process;
 mod publish;
 mod realtime;
+mod receivers;
 mod resend;
 mod retries;
 mod webhooks;

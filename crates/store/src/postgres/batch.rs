@@ -12,8 +12,9 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use herald_domain::ids::DeliveryId;
 
-use super::{existing_event, pg_error, pool_error, secret_from};
+use super::{existing_event, pg_error, pool_error, previous_secret_from, secret_from};
 use crate::codec::{delivery_move, headers_json, request_headers_stored};
+use crate::health::{self, FailingSince};
 use crate::model::*;
 use crate::plan::{self, split_unique};
 use crate::records::{Flush, RecordQueue, Unrun};
@@ -110,9 +111,9 @@ const PUBLISH_SQL: &str = "
         RETURNING id
     ),
     subscribed AS (
-        SELECT input.n, e.id, e.url, e.secret
+        SELECT input.n, e.id, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at
         FROM input CROSS JOIN LATERAL (
-            SELECT id, url, secret FROM endpoints
+            SELECT id, url, secret, previous_secret, previous_secret_expires_at FROM endpoints
             WHERE team_id = input.team_id AND kind = 'webhook' AND status = 'active' AND event_types LIKE input.pattern
             OFFSET 0
         ) e
@@ -124,10 +125,12 @@ const PUBLISH_SQL: &str = "
         ORDER BY input.n, subscribed.id
         RETURNING seq, event_id, endpoint_id
     )
-    SELECT input.n, input.team_account, stored.id IS NOT NULL, NULL::bigint, NULL::text, NULL::text, NULL::text
+    SELECT input.n, input.team_account, stored.id IS NOT NULL, NULL::bigint, NULL::text, NULL::text, NULL::text,
+        NULL::text, NULL::bigint
     FROM input LEFT JOIN stored ON stored.id = input.id
     UNION ALL
-    SELECT input.n, NULL, NULL, made.seq, made.endpoint_id, subscribed.url, subscribed.secret
+    SELECT input.n, NULL, NULL, made.seq, made.endpoint_id, subscribed.url, subscribed.secret,
+        subscribed.previous_secret, subscribed.previous_secret_expires_at
     FROM made JOIN input ON input.id = made.event_id
         JOIN subscribed ON subscribed.n = input.n AND subscribed.id = made.endpoint_id";
 
@@ -204,6 +207,7 @@ async fn publish_rows(pool: &Pool, batch: &[PublishJob]) -> StoreResult<Vec<Opti
                 row.get(4),
                 row.get(5),
                 secret_from(row.get(6))?,
+                previous_secret_from(row, 7)?,
             )),
         }
     }
@@ -258,15 +262,29 @@ impl Flush for PgFlush {
         let (pool, turn) = (self.pool.clone(), Arc::clone(&self.turn));
         tokio::spawn(async move {
             let _turn = turn.lock().await;
+            let mut written = Vec::new();
             for mut part in split_unique(unrun.run(), |(record, _)| record.delivery.0) {
                 while !part.is_empty() {
                     let rest = part.split_off(part.len().min(RECORD_BATCH));
                     let result = record_batch(&pool, &part).await;
-                    for (_, done) in part {
-                        let _ = done.send(result.clone());
-                    }
+                    written.push((part, result));
                     part = rest;
                 }
+            }
+            // The health of what was written, after it: a failure here costs
+            // the stats of these attempts, not the attempts.
+            let mut recorded: Vec<&AttemptRecord> = Vec::new();
+            for (part, result) in &written {
+                if result.is_ok() {
+                    recorded.extend(part.iter().map(|(record, _)| record));
+                }
+            }
+            let deactivated = account_health(&pool, &recorded).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not count attempts in their webhooks' health");
+                Vec::new()
+            });
+            for (part, result) in written {
+                crate::records::answer(part, &result.map(|()| deactivated.clone()));
             }
         });
         Ok(())
@@ -358,4 +376,115 @@ async fn record_batch(pool: &Pool, batch: &[RecordJob]) -> StoreResult<()> {
         .await
         .map_err(pg_error)
         .map(|_| ())
+}
+
+/// The upsert of a drain's (webhook, hour) counts, one row per element of
+/// its arrays: webhook, hour, counts by status, the longest attempt, then
+/// one array per duration bucket.
+fn stats_upsert_sql() -> String {
+    let buckets: Vec<String> = (0..health::DURATION_BUCKETS).map(|i| format!("d{i}")).collect();
+    let arrays: Vec<String> = (1..=6 + health::DURATION_BUCKETS)
+        .map(|i| format!("${i}::{}[]", if i == 1 { "text" } else { "bigint" }))
+        .collect();
+    let added: Vec<String> = ["success", "retrying", "failed"]
+        .iter()
+        .map(|c| c.to_string())
+        .chain(buckets.iter().cloned())
+        .map(|c| format!("{c} = s.{c} + excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO endpoint_stats AS s (endpoint_id, hour, success, retrying, failed, max_ms, {})
+         SELECT * FROM unnest({})
+         ON CONFLICT (endpoint_id, hour) DO UPDATE SET {}, max_ms = GREATEST(s.max_ms, excluded.max_ms)",
+        buckets.join(", "),
+        arrays.join(", "),
+        added.join(", ")
+    )
+}
+
+/// Moves each webhook's failing streak as [`FailingSince`] says (`reset`
+/// sets it to `at`, else `at` only starts one), writing only what changes.
+const FAILING_SINCE_SQL: &str = "
+    UPDATE endpoints e SET failing_since = CASE WHEN u.reset THEN u.at ELSE COALESCE(e.failing_since, u.at) END
+    FROM unnest($1::text[], $2::bool[], $3::bigint[]) AS u(id, reset, at)
+    WHERE e.id = u.id
+        AND e.failing_since IS DISTINCT FROM (CASE WHEN u.reset THEN u.at ELSE COALESCE(e.failing_since, u.at) END)";
+
+const DEACTIVATE_SQL: &str = "
+    UPDATE endpoints SET status = 'deactivated', deactivated_reason = $2
+    WHERE id = $1 AND status = 'active' AND ($3::bigint IS NULL OR failing_since <= $3)";
+
+/// Counts a drain's webhook attempts in their hourly stats, moves each
+/// webhook's failing streak, and deactivates the webhooks its records ask
+/// to ([`health::tally`]); returns the ids of those deactivated. Rows are
+/// written in (webhook, hour) order, so two nodes' drains lock them in the
+/// same order.
+async fn account_health(pool: &Pool, records: &[&AttemptRecord]) -> StoreResult<Vec<String>> {
+    let mut tallies = health::tally(records.iter().copied());
+    if tallies.is_empty() {
+        return Ok(Vec::new());
+    }
+    tallies.sort_by(|a, b| a.endpoint.cmp(b.endpoint));
+    let client = pool.get().await.map_err(pool_error)?;
+    let hours: Vec<(&str, &HourStats)> = tallies
+        .iter()
+        .flat_map(|t| {
+            let mut hours: Vec<&HourStats> = t.hours.iter().collect();
+            hours.sort_by_key(|h| h.start_ms);
+            hours.into_iter().map(move |h| (t.endpoint, h))
+        })
+        .collect();
+    let endpoints: Vec<&str> = hours.iter().map(|(e, _)| *e).collect();
+    let column = |f: &dyn Fn(&HourStats) -> i64| -> Vec<i64> { hours.iter().map(|(_, h)| f(h)).collect() };
+    let mut columns: Vec<Vec<i64>> = vec![
+        column(&|h| h.start_ms),
+        column(&|h| h.success),
+        column(&|h| h.retrying),
+        column(&|h| h.failed),
+        column(&|h| h.max_ms),
+    ];
+    for i in 0..health::DURATION_BUCKETS {
+        columns.push(column(&|h| h.durations[i]));
+    }
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&endpoints];
+    params.extend(columns.iter().map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync)));
+    let upsert = client.prepare_cached(&stats_upsert_sql()).await.map_err(pg_error)?;
+    client.execute(&upsert, &params).await.map_err(pg_error)?;
+
+    let mut ids = Vec::new();
+    let mut resets = Vec::new();
+    let mut ats: Vec<Option<i64>> = Vec::new();
+    for tally in &tallies {
+        let (reset, at) = match tally.failing_since() {
+            FailingSince::Set(at) => (true, at),
+            FailingSince::IfUnset(at) => (false, Some(at)),
+            FailingSince::Unchanged => continue,
+        };
+        ids.push(tally.endpoint);
+        resets.push(reset);
+        ats.push(at);
+    }
+    if !ids.is_empty() {
+        let statement = client.prepare_cached(FAILING_SINCE_SQL).await.map_err(pg_error)?;
+        client
+            .execute(&statement, &[&ids, &resets, &ats])
+            .await
+            .map_err(pg_error)?;
+    }
+    let mut deactivated = Vec::new();
+    for tally in &tallies {
+        let Some(deactivation) = tally.deactivate else { continue };
+        let (reason, by): (&str, Option<i64>) = match deactivation {
+            Deactivation::Now(reason) => (reason, None),
+            Deactivation::FailingSince { by_ms, reason } => (reason, Some(*by_ms)),
+        };
+        let changed = client
+            .execute(DEACTIVATE_SQL, &[&tally.endpoint, &reason, &by])
+            .await
+            .map_err(pg_error)?;
+        if changed > 0 {
+            deactivated.push(tally.endpoint.to_owned());
+        }
+    }
+    Ok(deactivated)
 }

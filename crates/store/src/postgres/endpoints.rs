@@ -112,11 +112,36 @@ impl Endpoints for PgStore {
             .query_opt(
                 &format!(
                     "UPDATE endpoints SET name = COALESCE($3, name), url = COALESCE($4, url),
-                         event_types = COALESCE($5, event_types), status = COALESCE($6, status)
+                         event_types = COALESCE($5, event_types), status = COALESCE($6, status),
+                         deactivated_reason = CASE WHEN $6 IS NULL THEN deactivated_reason END,
+                         failing_since = CASE WHEN $6 IS NULL THEN failing_since END
                      WHERE id = $1 AND team_id = $2
                      RETURNING {ENDPOINT_COLUMNS}"
                 ),
                 &[&id.as_str(), &team.as_str(), &patch.name, &patch.url, &types, &status],
+            )
+            .await
+            .map_err(pg_error)?;
+        endpoint_from_row(&row.ok_or(StoreError::NotFound)?)
+    }
+
+    async fn rotate_secret(
+        &self,
+        team: &TeamId,
+        id: &EndpointId,
+        secret: &Secret,
+        previous_expires_at_ms: i64,
+    ) -> StoreResult<Endpoint> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!(
+                    "UPDATE endpoints SET previous_secret = secret, previous_secret_expires_at = $1, secret = $2
+                     WHERE id = $3 AND team_id = $4 AND kind = 'webhook'
+                     RETURNING {ENDPOINT_COLUMNS}"
+                ),
+                &[&previous_expires_at_ms, &secret.reveal(), &id.as_str(), &team.as_str()],
             )
             .await
             .map_err(pg_error)?;
@@ -151,6 +176,9 @@ impl Endpoints for PgStore {
         .await
         .map_err(pg_error)?;
         tx.execute("DELETE FROM attempts WHERE endpoint_id = $1", &[&id.as_str()])
+            .await
+            .map_err(pg_error)?;
+        tx.execute("DELETE FROM endpoint_stats WHERE endpoint_id = $1", &[&id.as_str()])
             .await
             .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)

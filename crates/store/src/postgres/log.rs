@@ -50,6 +50,30 @@ impl AttemptLog for PgStore {
         rows.iter().map(attempt_from_row).collect()
     }
 
+    async fn webhook_stats(&self, team: &TeamId, id: &EndpointId, from_hour_ms: i64) -> StoreResult<Vec<HourStats>> {
+        let client = self.client().await?;
+        let owned = client
+            .query_opt(
+                "SELECT 1 FROM endpoints WHERE id = $1 AND team_id = $2",
+                &[&id.as_str(), &team.as_str()],
+            )
+            .await
+            .map_err(pg_error)?;
+        if owned.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {STATS_COLUMNS} FROM endpoint_stats WHERE endpoint_id = $1 AND hour >= $2 ORDER BY hour"
+                ),
+                &[&id.as_str(), &from_hour_ms],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows.iter().map(stats_from_row).collect())
+    }
+
     async fn get_attempt(&self, team: &TeamId, id: &AttemptId) -> StoreResult<Attempt> {
         let row = self
             .client()

@@ -28,13 +28,14 @@ use herald_domain::attempt::AttemptStatus;
 use herald_domain::event::EventType;
 use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EndpointKind, EventId, KeyId, TeamId};
 use herald_domain::keys::KeyHash;
-use herald_domain::signing::Secret;
+use herald_domain::signing::{PreviousSecret, Secret};
 use herald_domain::webhook::EndpointStatus;
 
 use crate::codec::{
-    delivery_move, event_types_from, event_types_json, headers_from, headers_json, request_headers_from,
+    self, delivery_move, event_types_from, event_types_json, headers_from, headers_json, request_headers_from,
     request_headers_stored,
 };
+use crate::health;
 use crate::model::*;
 use crate::plan::{self, PlannedDelivery};
 use crate::{AttemptLog, Endpoints, Publishing, Queue, Sessions, StoreError, StoreResult, StoreSignal, Tenancy};

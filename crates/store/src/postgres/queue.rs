@@ -208,7 +208,7 @@ impl Queue for PgStore {
         Ok(row.get(0))
     }
 
-    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<()> {
+    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<Recorded> {
         crate::records::record(&self.records, &self.flush, record).await
     }
 
@@ -249,6 +249,7 @@ impl Queue for PgStore {
                 error: Some(drop_reason.to_owned()),
                 next: DeliveryNext::Dropped,
                 keep_lease_until: None,
+                deactivate: None,
             };
             record_in(&tx, &record).await?;
         }

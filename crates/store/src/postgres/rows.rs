@@ -2,8 +2,8 @@
 
 use super::*;
 
-pub(super) const ENDPOINT_COLUMNS: &str =
-    "id, team_id, name, url, event_types, status, secret, created_at, bot_id, metadata";
+pub(super) const ENDPOINT_COLUMNS: &str = "id, team_id, name, url, event_types, status, secret, created_at, bot_id, metadata, \
+     previous_secret, previous_secret_expires_at, deactivated_reason";
 
 pub(super) fn endpoint_from_row(r: &Row) -> StoreResult<Endpoint> {
     let status: &str = r.get(5);
@@ -16,6 +16,8 @@ pub(super) fn endpoint_from_row(r: &Row) -> StoreResult<Endpoint> {
         status: EndpointStatus::parse(status)
             .ok_or_else(|| StoreError::Internal(format!("unknown endpoint status `{status}`")))?,
         secret: secret_from(r.get(6))?,
+        previous_secret: previous_secret_from(r, 10)?,
+        deactivated_reason: r.get(12),
         created_at: r.get(7),
         bot_id: r.get::<_, Option<String>>(8).map(BotId::from_stored),
         metadata: r.get(9),
@@ -53,7 +55,7 @@ pub(super) fn bot_from_row(r: &Row) -> Bot {
 }
 
 pub(super) const CLAIM_COLUMNS: &str = "d.seq, d.team_id, d.event_id, v.event_type, COALESCE(d.body, v.body), d.endpoint_id, e.url, e.secret, d.attempts, \
-     d.next_attempt_at";
+     d.next_attempt_at, e.previous_secret, e.previous_secret_expires_at";
 
 pub(super) fn claimed_from_row(r: &Row) -> StoreResult<ClaimedDelivery> {
     Ok(ClaimedDelivery {
@@ -65,6 +67,7 @@ pub(super) fn claimed_from_row(r: &Row) -> StoreResult<ClaimedDelivery> {
         endpoint_id: EndpointId::from_stored(r.get(5)),
         url: r.get(6),
         secret: secret_from(r.get(7))?,
+        previous_secret: previous_secret_from(r, 10)?.map(Box::new),
         attempt: r.get::<_, i32>(8) as u32 + 1,
         due_ms: r.get(9),
     })
@@ -107,6 +110,30 @@ pub(super) fn event_type_from(raw: &str) -> StoreResult<EventType> {
     EventType::parse(raw).ok_or_else(|| StoreError::Internal(format!("unknown event type `{raw}`")))
 }
 
+/// The previous secret in columns `at` and `at + 1`.
+pub(super) fn previous_secret_from(r: &Row, at: usize) -> StoreResult<Option<PreviousSecret>> {
+    codec::previous_secret(r.get(at), r.get(at + 1)).map_err(StoreError::Internal)
+}
+
 pub(super) fn secret_from(raw: &str) -> StoreResult<Secret> {
     Secret::parse(raw).ok_or_else(|| StoreError::Internal("stored secret is not a whsec_ secret".into()))
+}
+
+/// A webhook's hourly stats, in [`stats_from_row`] order.
+pub(super) const STATS_COLUMNS: &str =
+    "hour, success, retrying, failed, max_ms, d0, d1, d2, d3, d4, d5, d6, d7, d8, d9, d10, d11, d12, d13, d14, d15";
+
+pub(super) fn stats_from_row(r: &Row) -> HourStats {
+    let mut durations = [0; health::DURATION_BUCKETS];
+    for (i, bucket) in durations.iter_mut().enumerate() {
+        *bucket = r.get(5 + i);
+    }
+    HourStats {
+        start_ms: r.get(0),
+        success: r.get(1),
+        retrying: r.get(2),
+        failed: r.get(3),
+        max_ms: r.get(4),
+        durations,
+    }
 }

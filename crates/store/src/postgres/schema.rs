@@ -151,6 +151,39 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX team_keys_id ON team_keys(id);
     CREATE INDEX team_keys_team ON team_keys(team_id, created_at);
     "#,
+    // 7: previous secret, deactivation reason, failing streak and hourly
+    // stats, as SQLite's schema 7.
+    r#"
+    ALTER TABLE endpoints ADD COLUMN previous_secret TEXT;
+    ALTER TABLE endpoints ADD COLUMN previous_secret_expires_at BIGINT;
+    ALTER TABLE endpoints ADD COLUMN deactivated_reason TEXT;
+    ALTER TABLE endpoints ADD COLUMN failing_since BIGINT;
+    CREATE TABLE endpoint_stats (
+        endpoint_id TEXT NOT NULL,
+        hour BIGINT NOT NULL,
+        success BIGINT NOT NULL DEFAULT 0,
+        retrying BIGINT NOT NULL DEFAULT 0,
+        failed BIGINT NOT NULL DEFAULT 0,
+        max_ms BIGINT NOT NULL DEFAULT 0,
+        d0 BIGINT NOT NULL DEFAULT 0,
+        d1 BIGINT NOT NULL DEFAULT 0,
+        d2 BIGINT NOT NULL DEFAULT 0,
+        d3 BIGINT NOT NULL DEFAULT 0,
+        d4 BIGINT NOT NULL DEFAULT 0,
+        d5 BIGINT NOT NULL DEFAULT 0,
+        d6 BIGINT NOT NULL DEFAULT 0,
+        d7 BIGINT NOT NULL DEFAULT 0,
+        d8 BIGINT NOT NULL DEFAULT 0,
+        d9 BIGINT NOT NULL DEFAULT 0,
+        d10 BIGINT NOT NULL DEFAULT 0,
+        d11 BIGINT NOT NULL DEFAULT 0,
+        d12 BIGINT NOT NULL DEFAULT 0,
+        d13 BIGINT NOT NULL DEFAULT 0,
+        d14 BIGINT NOT NULL DEFAULT 0,
+        d15 BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (endpoint_id, hour)
+    );
+    "#,
 ];
 
 /// Brings the schema up to `target` (the newest version, but for the

@@ -179,13 +179,51 @@ impl Endpoints for SqliteStore {
                 }
                 if let Some(status) = patch.status {
                     e.status = status;
+                    e.deactivated_reason = None;
                 }
+                // A status set by a person ends Herald's reason and the
+                // failing streak.
                 c.execute(
-                    "UPDATE endpoints SET name = ?1, url = ?2, event_types = ?3, status = ?4 WHERE id = ?5",
-                    params![e.name, e.url, event_types_json(&e.event_types), e.status.as_str(), id],
+                    "UPDATE endpoints SET name = ?1, url = ?2, event_types = ?3, status = ?4,
+                         deactivated_reason = ?5, failing_since = CASE WHEN ?6 THEN NULL ELSE failing_since END
+                     WHERE id = ?7",
+                    params![
+                        e.name,
+                        e.url,
+                        event_types_json(&e.event_types),
+                        e.status.as_str(),
+                        e.deactivated_reason,
+                        patch.status.is_some(),
+                        id
+                    ],
                 )
                 .map_err(internal)?;
                 Ok(e)
+            })
+            .await
+    }
+
+    async fn rotate_secret(
+        &self,
+        team: &TeamId,
+        id: &EndpointId,
+        secret: &Secret,
+        previous_expires_at_ms: i64,
+    ) -> StoreResult<Endpoint> {
+        let (team, id, secret) = (team.as_str().to_owned(), id.as_str().to_owned(), secret.clone());
+        self.conns
+            .write(move |c| {
+                let changed = c
+                    .execute(
+                        "UPDATE endpoints SET previous_secret = secret, previous_secret_expires_at = ?1, secret = ?2
+                         WHERE id = ?3 AND team_id = ?4 AND kind = 'webhook'",
+                        params![previous_expires_at_ms, secret.reveal(), id, team],
+                    )
+                    .map_err(internal)?;
+                if changed == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                load_endpoint(c, &team, &id)
             })
             .await
     }
@@ -217,6 +255,8 @@ impl Endpoints for SqliteStore {
                 )
                 .map_err(internal)?;
                 c.execute("DELETE FROM attempts WHERE endpoint_id = ?1", [&id])
+                    .map_err(internal)?;
+                c.execute("DELETE FROM endpoint_stats WHERE endpoint_id = ?1", [&id])
                     .map_err(internal)?;
                 Ok(())
             })

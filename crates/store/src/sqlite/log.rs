@@ -57,6 +57,24 @@ impl AttemptLog for SqliteStore {
             .await
     }
 
+    async fn webhook_stats(&self, team: &TeamId, id: &EndpointId, from_hour_ms: i64) -> StoreResult<Vec<HourStats>> {
+        let (team, id) = (team.as_str().to_owned(), id.as_str().to_owned());
+        self.conns
+            .read(move |c| {
+                load_endpoint(c, &team, &id)?;
+                let mut stmt = c
+                    .prepare_cached(&format!(
+                        "SELECT {STATS_COLUMNS} FROM endpoint_stats WHERE endpoint_id = ?1 AND hour >= ?2 ORDER BY hour"
+                    ))
+                    .map_err(internal)?;
+                let rows = stmt
+                    .query_map(params![id, from_hour_ms], stats_from_row)
+                    .map_err(internal)?;
+                rows.map(|r| r.map_err(internal)).collect()
+            })
+            .await
+    }
+
     async fn get_attempt(&self, team: &TeamId, id: &AttemptId) -> StoreResult<Attempt> {
         let (team, id) = (team.as_str().to_owned(), id.as_str().to_owned());
         self.conns

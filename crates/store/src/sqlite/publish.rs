@@ -87,23 +87,26 @@ pub(super) fn publish_in(c: &Connection, event: NewEvent, lease: &Lease) -> Stor
 
     let mut endpoints = c
         .prepare_cached(
-            "SELECT id, url, secret, event_types FROM endpoints WHERE team_id = ?1 AND kind = ?2 AND status = 'active'",
+            "SELECT id, url, secret, event_types, previous_secret, previous_secret_expires_at
+             FROM endpoints WHERE team_id = ?1 AND kind = ?2 AND status = 'active'",
         )
         .map_err(internal)?;
-    let subscribed: Vec<(String, String, String)> = endpoints
+    type Webhook = (String, String, Secret, Option<PreviousSecret>);
+    let subscribed: Vec<Webhook> = endpoints
         .query_map(params![event.team_id, EndpointKind::Webhook.as_str()], |r| {
-            Ok((
+            let types = r.get_ref(3)?.as_str()?;
+            if !plan::subscribes(types, event.event_type) {
+                return Ok(None);
+            }
+            Ok(Some((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-            ))
+                secret_from(r.get_ref(2)?.as_str()?)?,
+                previous_secret_from(r, 4)?,
+            )))
         })
-        .map_err(internal)?
-        .filter_map(|r| r.ok())
-        .filter(|(_, _, _, types)| plan::subscribes(types, event.event_type))
-        .map(|(id, url, secret, _)| (id, url, secret))
-        .collect();
+        .and_then(|rows| rows.filter_map(Result::transpose).collect())
+        .map_err(internal)?;
 
     let mut insert = c
         .prepare_cached(
@@ -112,7 +115,7 @@ pub(super) fn publish_in(c: &Connection, event: NewEvent, lease: &Lease) -> Stor
         )
         .map_err(internal)?;
     let mut deliveries = Vec::with_capacity(subscribed.len());
-    for (webhook, url, secret) in subscribed {
+    for (webhook, url, secret, previous) in subscribed {
         insert
             .execute(params![
                 event.id.as_str(),
@@ -123,13 +126,13 @@ pub(super) fn publish_in(c: &Connection, event: NewEvent, lease: &Lease) -> Stor
                 lease.node
             ])
             .map_err(internal)?;
-        let secret = secret_from(&secret).map_err(internal)?;
         deliveries.push(plan::team_delivery(
             DeliveryId(c.last_insert_rowid()),
             &event,
             webhook,
             url,
             secret,
+            previous,
         ));
     }
     Ok(plan::published(&event, deliveries))

@@ -6,7 +6,7 @@ use super::*;
 macro_rules! claim_columns {
     () => {
         "d.seq, d.team_id, d.event_id, v.event_type, COALESCE(d.body, v.body), d.endpoint_id, e.url, e.secret, d.attempts, \
-         d.next_attempt_at"
+         d.next_attempt_at, e.previous_secret, e.previous_secret_expires_at"
     };
 }
 
@@ -55,6 +55,7 @@ pub(super) fn claimed_from_row(r: &Row<'_>) -> rusqlite::Result<ClaimedDelivery>
         endpoint_id: EndpointId::from_stored(r.get(5)?),
         url: r.get(6)?,
         secret: secret_from(r.get_ref(7)?.as_str()?)?,
+        previous_secret: previous_secret_from(r, 10)?.map(Box::new),
         attempt: r.get::<_, u32>(8)? + 1,
         due_ms: r.get(9)?,
     })
@@ -233,7 +234,7 @@ impl Queue for SqliteStore {
             .await
     }
 
-    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<()> {
+    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<Recorded> {
         crate::records::record(&self.records, &self.flush, record).await
     }
 
@@ -285,6 +286,7 @@ impl Queue for SqliteStore {
                         error: Some(reason.clone()),
                         next: DeliveryNext::Dropped,
                         keep_lease_until: None,
+                        deactivate: None,
                     };
                     record_many(c, &[&record])?;
                 }

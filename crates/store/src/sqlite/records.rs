@@ -36,15 +36,14 @@ pub(super) fn drain_job(queue: Arc<RecordQueue>) -> pool::Run {
     Box::new(move |conn: &Connection| {
         let taken = unrun.run();
         let records: Vec<&AttemptRecord> = taken.iter().map(|(r, _)| r).collect();
-        let result = record_many(conn, &records);
+        let result = record_many(conn, &records).and_then(|()| account_health(conn, &records));
         let ok = result.is_ok();
         let done: pool::Completion = Box::new(move |commit_error| {
-            for (_, waiter) in taken {
-                let _ = waiter.send(match commit_error {
-                    Some(e) => Err(e.clone()),
-                    None => result.clone(),
-                });
-            }
+            let written = match commit_error {
+                Some(e) => Err(e.clone()),
+                None => result,
+            };
+            crate::records::answer(taken, &written);
         });
         (ok, done)
     })
@@ -176,4 +175,82 @@ pub(super) fn record_chunk(c: &Connection, chunk: &[&AttemptRecord], sql: &(Stri
     }
     update.raw_execute()?;
     Ok(())
+}
+
+/// The upsert of one (webhook, hour) of [`health::tally`]: `?1` the
+/// webhook, `?2` the hour, `?3`-`?5` the counts by status, `?6` the longest
+/// attempt, then one count per duration bucket.
+fn stats_upsert_sql() -> String {
+    let buckets: Vec<String> = (0..health::DURATION_BUCKETS).map(|i| format!("d{i}")).collect();
+    let params: Vec<String> = (1..=6 + health::DURATION_BUCKETS).map(|i| format!("?{i}")).collect();
+    let added: Vec<String> = ["success", "retrying", "failed"]
+        .iter()
+        .map(|c| c.to_string())
+        .chain(buckets.iter().cloned())
+        .map(|c| format!("{c} = {c} + excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO endpoint_stats (endpoint_id, hour, success, retrying, failed, max_ms, {})
+         VALUES ({})
+         ON CONFLICT (endpoint_id, hour) DO UPDATE SET {}, max_ms = max(max_ms, excluded.max_ms)",
+        buckets.join(", "),
+        params.join(", "),
+        added.join(", ")
+    )
+}
+
+/// Counts a drain's webhook attempts in their hourly stats, moves each
+/// webhook's failing streak, and deactivates the webhooks its records ask
+/// to ([`health::tally`]); returns the ids of those deactivated. A statement
+/// per webhook and hour of the drain, not per record.
+pub(super) fn account_health(c: &Connection, records: &[&AttemptRecord]) -> StoreResult<Vec<String>> {
+    static STATS_SQL: OnceLock<String> = OnceLock::new();
+    let tallies = health::tally(records.iter().copied());
+    let mut deactivated = Vec::new();
+    if tallies.is_empty() {
+        return Ok(deactivated);
+    }
+    let mut upsert = c
+        .prepare_cached(STATS_SQL.get_or_init(stats_upsert_sql))
+        .map_err(internal)?;
+    for tally in &tallies {
+        for hour in &tally.hours {
+            upsert.raw_bind_parameter(1, tally.endpoint).map_err(internal)?;
+            let counts = [hour.start_ms, hour.success, hour.retrying, hour.failed, hour.max_ms];
+            for (i, value) in counts.iter().chain(hour.durations.iter()).enumerate() {
+                upsert.raw_bind_parameter(i + 2, value).map_err(internal)?;
+            }
+            upsert.raw_execute().map_err(internal)?;
+        }
+        let (reset, at) = match tally.failing_since() {
+            FailingSince::Set(at) => (true, at),
+            FailingSince::IfUnset(at) => (false, Some(at)),
+            FailingSince::Unchanged => (false, None),
+        };
+        if reset || at.is_some() {
+            c.prepare_cached(
+                "UPDATE endpoints SET failing_since = CASE WHEN ?2 THEN ?3 ELSE coalesce(failing_since, ?3) END
+                 WHERE id = ?1 AND failing_since IS NOT (CASE WHEN ?2 THEN ?3 ELSE coalesce(failing_since, ?3) END)",
+            )
+            .and_then(|mut s| s.execute(params![tally.endpoint, reset, at]))
+            .map_err(internal)?;
+        }
+        if let Some(deactivation) = tally.deactivate {
+            let (reason, by) = match deactivation {
+                Deactivation::Now(reason) => (reason, None),
+                Deactivation::FailingSince { by_ms, reason } => (reason, Some(*by_ms)),
+            };
+            let changed = c
+                .prepare_cached(
+                    "UPDATE endpoints SET status = 'deactivated', deactivated_reason = ?2
+                     WHERE id = ?1 AND status = 'active' AND (?3 IS NULL OR failing_since <= ?3)",
+                )
+                .and_then(|mut s| s.execute(params![tally.endpoint, reason, by]))
+                .map_err(internal)?;
+            if changed > 0 {
+                deactivated.push(tally.endpoint.to_owned());
+            }
+        }
+    }
+    Ok(deactivated)
 }

@@ -2,8 +2,8 @@
 
 use super::*;
 
-pub(super) const ENDPOINT_COLUMNS: &str =
-    "id, team_id, name, url, event_types, status, secret, created_at, bot_id, metadata";
+pub(super) const ENDPOINT_COLUMNS: &str = "id, team_id, name, url, event_types, status, secret, created_at, bot_id, metadata, \
+     previous_secret, previous_secret_expires_at, deactivated_reason";
 
 pub(super) const TEAM_KEY_COLUMNS: &str = "id, team_id, name, prefix, created_at, last_used_at";
 
@@ -50,6 +50,8 @@ pub(super) fn endpoint_from_row(r: &Row<'_>) -> rusqlite::Result<Endpoint> {
             EndpointStatus::parse(raw).ok_or_else(|| bad_column(format!("unknown endpoint status `{raw}`")))?
         },
         secret: secret_from(r.get_ref(6)?.as_str()?)?,
+        previous_secret: previous_secret_from(r, 10)?,
+        deactivated_reason: r.get(12)?,
         created_at: r.get(7)?,
     })
 }
@@ -102,10 +104,34 @@ pub(super) fn event_type_from(raw: &str) -> rusqlite::Result<EventType> {
     EventType::parse(raw).ok_or_else(|| bad_column(format!("unknown event type `{raw}`")))
 }
 
+/// The previous secret in columns `at` and `at + 1`.
+pub(super) fn previous_secret_from(r: &Row<'_>, at: usize) -> rusqlite::Result<Option<PreviousSecret>> {
+    codec::previous_secret(r.get_ref(at)?.as_str_or_null()?, r.get(at + 1)?).map_err(bad_column)
+}
+
 pub(super) fn secret_from(raw: &str) -> rusqlite::Result<Secret> {
     Secret::parse(raw).ok_or_else(|| bad_column("stored secret is not a whsec_ secret".into()))
 }
 
 pub(super) fn bad_column(why: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, why.into())
+}
+
+/// A webhook's hourly stats, in [`stats_from_row`] order.
+pub(super) const STATS_COLUMNS: &str =
+    "hour, success, retrying, failed, max_ms, d0, d1, d2, d3, d4, d5, d6, d7, d8, d9, d10, d11, d12, d13, d14, d15";
+
+pub(super) fn stats_from_row(r: &Row<'_>) -> rusqlite::Result<HourStats> {
+    let mut durations = [0; health::DURATION_BUCKETS];
+    for (i, bucket) in durations.iter_mut().enumerate() {
+        *bucket = r.get(5 + i)?;
+    }
+    Ok(HourStats {
+        start_ms: r.get(0)?,
+        success: r.get(1)?,
+        retrying: r.get(2)?,
+        failed: r.get(3)?,
+        max_ms: r.get(4)?,
+        durations,
+    })
 }

@@ -182,6 +182,45 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX team_keys_id ON team_keys(id);
     CREATE INDEX team_keys_team ON team_keys(team_id, created_at);
     "#,
+    // 7: what the receiver's answers change (contract §4.2-4.3). A webhook
+    // keeps its previous secret while a rotation's grace lasts; the reason
+    // Herald deactivated it; and `failing_since`, the time of its first
+    // failed delivery after its last success, from which sustained failure
+    // deactivates it. `endpoint_stats` counts each webhook's attempts per
+    // hour by status, with a 16-bucket histogram of their durations
+    // (`health::DURATION_BUCKETS_MS`) and the longest, written once per
+    // record drain, so that the stats are read without the log.
+    r#"
+    ALTER TABLE endpoints ADD COLUMN previous_secret TEXT;
+    ALTER TABLE endpoints ADD COLUMN previous_secret_expires_at INTEGER;
+    ALTER TABLE endpoints ADD COLUMN deactivated_reason TEXT;
+    ALTER TABLE endpoints ADD COLUMN failing_since INTEGER;
+    CREATE TABLE endpoint_stats (
+        endpoint_id TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        success INTEGER NOT NULL DEFAULT 0,
+        retrying INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        max_ms INTEGER NOT NULL DEFAULT 0,
+        d0 INTEGER NOT NULL DEFAULT 0,
+        d1 INTEGER NOT NULL DEFAULT 0,
+        d2 INTEGER NOT NULL DEFAULT 0,
+        d3 INTEGER NOT NULL DEFAULT 0,
+        d4 INTEGER NOT NULL DEFAULT 0,
+        d5 INTEGER NOT NULL DEFAULT 0,
+        d6 INTEGER NOT NULL DEFAULT 0,
+        d7 INTEGER NOT NULL DEFAULT 0,
+        d8 INTEGER NOT NULL DEFAULT 0,
+        d9 INTEGER NOT NULL DEFAULT 0,
+        d10 INTEGER NOT NULL DEFAULT 0,
+        d11 INTEGER NOT NULL DEFAULT 0,
+        d12 INTEGER NOT NULL DEFAULT 0,
+        d13 INTEGER NOT NULL DEFAULT 0,
+        d14 INTEGER NOT NULL DEFAULT 0,
+        d15 INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (endpoint_id, hour)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the schema up to `target` (the newest version, but for the

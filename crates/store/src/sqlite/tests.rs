@@ -24,6 +24,7 @@ fn record(delivery: i64, attempt: u32, next: DeliveryNext) -> AttemptRecord {
         error: None,
         next,
         keep_lease_until: None,
+        deactivate: None,
     }
 }
 
@@ -156,7 +157,7 @@ fn records_share_one_job_and_real_time_ones_do_not_wait() {
     done(None);
     for mut rx in waiters.drain(..) {
         assert!(
-            matches!(rx.try_recv(), Ok(Ok(()))),
+            matches!(rx.try_recv(), Ok(Ok(_))),
             "each waiter hears its record was written"
         );
     }
