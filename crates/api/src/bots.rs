@@ -108,6 +108,7 @@ pub async fn create(
             secret: Secret::generate(),
             previous_secret: None,
             deactivated_reason: None,
+            failing_since: None,
             metadata: Value::Object(spec.metadata.clone().unwrap_or_default()).to_string(),
             created_at: now,
         });

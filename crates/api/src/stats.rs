@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use herald_domain::ValidationError;
 use herald_store::HourStats;
-use herald_store::health::{hour_of, quantile_ms};
+use herald_store::health::{HOUR_MS, fill_hours, hour_of, quantile_ms};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -15,7 +15,6 @@ use crate::extract::{Path, Query};
 use crate::webhooks::parse_id;
 use crate::{ApiError, AppState};
 
-const HOUR_MS: i64 = 3_600_000;
 /// The most hours one request may ask for: a week.
 pub const MAX_HOURS: i64 = 168;
 const DEFAULT_HOURS: i64 = 24;
@@ -65,27 +64,6 @@ pub async fn hourly(
     Ok(fill_hours(stored, from, hours))
 }
 
-/// `stored` (oldest first, some hours missing) as exactly `hours` buckets
-/// from `from`.
-pub fn fill_hours(stored: Vec<HourStats>, from: i64, hours: i64) -> Vec<HourStats> {
-    let mut stored = stored.into_iter().peekable();
-    (0..hours)
-        .map(|i| {
-            let start = from + i * HOUR_MS;
-            while stored.peek().is_some_and(|s| s.start_ms < start) {
-                stored.next();
-            }
-            match stored.peek() {
-                Some(s) if s.start_ms == start => stored.next().unwrap_or_default(),
-                _ => HourStats {
-                    start_ms: start,
-                    ..HourStats::default()
-                },
-            }
-        })
-        .collect()
-}
-
 fn bucket_json(h: &HourStats) -> Value {
     json!({
         "start": h.start_ms,
@@ -95,22 +73,4 @@ fn bucket_json(h: &HourStats) -> Value {
         "p50Ms": quantile_ms(h, 0.50),
         "p95Ms": quantile_ms(h, 0.95),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn missing_hours_are_zeros_and_the_buckets_run_oldest_first() {
-        let from = 10 * HOUR_MS;
-        let at = |hour: i64, success: i64| HourStats {
-            start_ms: from + hour * HOUR_MS,
-            success,
-            ..HourStats::default()
-        };
-        let filled = fill_hours(vec![at(-1, 9), at(1, 3), at(3, 5)], from, 3);
-        let got: Vec<(i64, i64)> = filled.iter().map(|h| (h.start_ms, h.success)).collect();
-        assert_eq!(got, vec![(from, 0), (from + HOUR_MS, 3), (from + 2 * HOUR_MS, 0)]);
-    }
 }

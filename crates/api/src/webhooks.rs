@@ -76,6 +76,7 @@ pub async fn create(
         secret: Secret::generate(),
         previous_secret: None,
         deactivated_reason: None,
+        failing_since: None,
         created_at: now,
     };
     let limit = state.settings.limits.webhooks_per_team;

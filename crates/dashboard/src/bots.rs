@@ -55,7 +55,7 @@ pub async fn endpoint(
     let filter = Filter::parse(&query);
     let page = log::load(&state, &session.team, &endpoint.id, &filter, &target).await?;
     let body = html! {
-        nav.crumbs {
+        nav.crumbs aria-label="Breadcrumb" {
             a href="/bots" { "Bots" } span { "/" }
             span.mono { (bot.id) } span { "/" }
             span.mono { (endpoint.id) }
@@ -115,7 +115,7 @@ pub async fn inspect(
     let chrome = session.chrome(&state).await?;
     let target = log_target(&bot, &endpoint);
     let body = html! {
-        nav.crumbs {
+        nav.crumbs aria-label="Breadcrumb" {
             a href="/bots" { "Bots" } span { "/" }
             a.mono href=(target.base) { (endpoint.id) } span { "/" }
             span.mono { (attempt.id) }

@@ -21,6 +21,7 @@ mod bots;
 mod error;
 mod extract;
 mod format;
+mod health;
 mod log;
 mod session;
 mod views;
@@ -89,6 +90,7 @@ pub fn router(state: DashboardState) -> Router {
         .route("/webhooks/{webhook_id}", get(webhooks::detail))
         .route("/webhooks/{webhook_id}/status", post(webhooks::set_status))
         .route("/webhooks/{webhook_id}/secret", post(webhooks::reveal_secret))
+        .route("/webhooks/{webhook_id}/secret/rotate", post(webhooks::rotate_secret))
         .route("/webhooks/{webhook_id}/test-event", post(webhooks::send_test_event))
         .route("/webhooks/{webhook_id}/resend", post(webhooks::resend))
         .route("/webhooks/{webhook_id}/attempts.json", get(webhooks::attempts_json))

@@ -53,7 +53,7 @@ pub fn page(chrome: &Chrome, title: &str, nav: Nav, body: Markup) -> Markup {
                             span.team-label { "Team" }
                             span.team-name { (chrome.team_name) }
                         }
-                        nav.nav {
+                        nav.nav aria-label="Main" {
                             a.nav-link.active[nav == Nav::Webhooks] href="/webhooks" {
                                 (PreEscaped(ICON_WEBHOOK)) span { "Webhooks" }
                             }

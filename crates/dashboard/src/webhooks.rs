@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use bytes::Bytes;
 use herald_domain::event::{EventType, sample_meeting_completed, team_event_body};
 use herald_domain::ids::{AttemptId, EndpointId, EndpointKind, EventId};
-use herald_domain::signing::Secret;
+use herald_domain::signing::{DEFAULT_ROTATION_GRACE_S, MAX_ROTATION_GRACE_S, Secret};
 use herald_domain::webhook::{EndpointStatus, check_event_types, check_name, check_status, check_webhook_url};
 use herald_store::{Endpoint, ManualOutcome, NewEvent, WebhookPatch};
 use maud::{Markup, html};
@@ -25,9 +25,10 @@ use serde_json::value::RawValue;
 
 use crate::extract::{Path, Query};
 use crate::format::{MASK, mask_url};
+use crate::health;
 use crate::log::{self, Filter, LogQuery, LogTarget};
 use crate::session::{Protected, Session};
-use crate::views::{self, Chrome, Nav, csrf_input, endpoint_badge};
+use crate::views::{self, Chrome, Nav, csrf_input};
 use crate::{DashboardError, DashboardState};
 
 type FormPairs = Vec<(String, String)>;
@@ -40,6 +41,11 @@ pub async fn list(
 ) -> Result<Markup, DashboardError> {
     let chrome = session.chrome(&state).await?;
     let webhooks = state.store.list_webhooks(&session.team).await?;
+    // One short indexed read per webhook (at most 24 rows each, never the log).
+    let mut day = Vec::with_capacity(webhooks.len());
+    for webhook in &webhooks {
+        day.push(health::last_day(&state, &session.team, &webhook.id).await?);
+    }
     let body = html! {
         div.page-header {
             div {
@@ -67,18 +73,20 @@ pub async fn list(
                                 th { "Webhook type" }
                                 th { "Webhook URL" }
                                 th { "Status" }
+                                th { "Last 24 hours" }
                                 th.actions-col { "Actions" }
                             }
                         }
                         tbody {
-                            @for webhook in &webhooks {
+                            @for (webhook, hours) in webhooks.iter().zip(&day) {
                                 tr data-id=(webhook.id) {
                                     td data-label="Name" {
                                         a.row-title href=(format!("/webhooks/{}", webhook.id)) { (webhook.name) }
                                     }
                                     td data-label="Webhook type" { (event_types(&webhook.event_types)) }
                                     td data-label="Webhook URL" { span.mono.url.break { (mask_url(&webhook.url)) } }
-                                    td data-label="Status" { (endpoint_badge(webhook.status)) }
+                                    td data-label="Status" { (health::status_badge(webhook)) }
+                                    td data-label="Last 24 hours" { (health::rate_cell(hours)) }
                                     td.actions data-label="Actions" {
                                         a.btn.btn-sm.btn-secondary href=(format!("/webhooks/{}", webhook.id)) { "Open" }
                                         (status_form(webhook, "list", &chrome.csrf))
@@ -143,6 +151,7 @@ pub async fn create(
         secret: Secret::generate(),
         previous_secret: None,
         deactivated_reason: None,
+        failing_since: None,
         metadata: "{}".into(),
         created_at: now,
     };
@@ -170,12 +179,14 @@ pub async fn detail(
     let target = log_target(&webhook);
     let filter = Filter::parse(&query);
     let page = log::load(&state, &session.team, &webhook.id, &filter, &target).await?;
+    let hours = health::last_day(&state, &session.team, &webhook.id).await?;
+    let now = state.settings.clock.now_ms();
     let body = html! {
-        nav.crumbs { a href="/webhooks" { "Webhooks" } span { "/" } span { (webhook.name) } }
+        nav.crumbs aria-label="Breadcrumb" { a href="/webhooks" { "Webhooks" } span { "/" } span { (webhook.name) } }
         div.page-header {
             div {
                 h1 { (webhook.name) }
-                div.header-meta { (endpoint_badge(webhook.status)) span.mono.muted { (webhook.id) } }
+                div.header-meta { (health::status_badge(&webhook)) span.mono.muted { (webhook.id) } }
             }
             div.header-actions {
                 form.inline method="post" action=(format!("/webhooks/{}/test-event", webhook.id)) {
@@ -187,6 +198,8 @@ pub async fn detail(
             }
         }
         (notice_for(query.notice.as_deref()))
+        (health::deactivation_banner(&webhook, &chrome.csrf))
+        (health::card(&webhook, &hours))
         section.card id="configuration" {
             div.card-header {
                 div {
@@ -198,7 +211,7 @@ pub async fn detail(
                 dt { "Name" } dd id="config-name" { (webhook.name) }
                 dt { "Webhook URL" } dd.mono.break id="config-url" { (mask_url(&webhook.url)) }
                 dt { "Event types" } dd id="config-event-types" { (event_types(&webhook.event_types)) }
-                dt { "Status" } dd id="config-status" { (endpoint_badge(webhook.status)) }
+                dt { "Status" } dd id="config-status" { (health::status_badge(&webhook)) }
                 dt { "Created" } dd { (views::time(webhook.created_at)) }
                 dt { "Signing secret" }
                 dd {
@@ -209,6 +222,13 @@ pub async fn detail(
                         button.btn.btn-sm.btn-ghost type="button" id="copy-secret" hidden { "Copy" }
                     }
                     p.muted.small { "Verify the " code { "webhook-signature" } " header of each delivery with this secret (Standard Webhooks)." }
+                    @if let Some(previous) = webhook.previous_secret.as_ref().filter(|p| p.in_grace(now)) {
+                        p.small id="previous-secret-note" {
+                            "The previous secret also signs every delivery, second, until "
+                            (views::time(previous.expires_at_ms)) "."
+                        }
+                    }
+                    (rotate_form(&webhook, &chrome.csrf))
                 }
             }
         }
@@ -246,7 +266,7 @@ pub async fn inspect(
     let chrome = session.chrome(&state).await?;
     let target = log_target(&webhook);
     let body = html! {
-        nav.crumbs {
+        nav.crumbs aria-label="Breadcrumb" {
             a href="/webhooks" { "Webhooks" } span { "/" }
             a href=(target.base) { (webhook.name) } span { "/" }
             span.mono { (attempt.id) }
@@ -291,6 +311,60 @@ pub async fn reveal_secret(
 ) -> Result<Json<serde_json::Value>, DashboardError> {
     let webhook = load_webhook(&state, &session, &id).await?;
     Ok(Json(serde_json::json!({ "secret": webhook.secret.reveal() })))
+}
+
+/// The grace periods Rotate offers, in seconds, with the default first.
+const GRACE_CHOICES: [(i64, &str); 4] = [
+    (DEFAULT_ROTATION_GRACE_S, "24 hours (recommended)"),
+    (3_600, "1 hour"),
+    (MAX_ROTATION_GRACE_S, "7 days"),
+    (0, "None: drop the current secret now"),
+];
+
+/// Rotate, behind a disclosure that says what it does: the confirmation.
+fn rotate_form(webhook: &Endpoint, csrf: &str) -> Markup {
+    html! {
+        details.rotate id="rotate" {
+            summary.btn.btn-sm.btn-secondary { "Rotate secret…" }
+            form.rotate-form method="post" action=(format!("/webhooks/{}/secret/rotate", webhook.id)) {
+                (csrf_input(csrf))
+                p.small {
+                    "A new secret signs every delivery from now on. During the grace period the current secret "
+                    "signs too (a second signature in the same header), so your receiver keeps verifying while "
+                    "you deploy the new secret; after it, only the new one does."
+                }
+                label for="grace" { "Grace period" }
+                select id="grace" name="grace" {
+                    @for (seconds, label) in GRACE_CHOICES {
+                        option value=(seconds) { (label) }
+                    }
+                }
+                button.btn.btn-sm.btn-primary type="submit" id="confirm-rotate" { "Rotate the signing secret" }
+            }
+        }
+    }
+}
+
+/// `POST /webhooks/{id}/secret/rotate`: a new secret, the current one
+/// signing too for the chosen grace (contract §4.2).
+#[tracing::instrument(skip_all, fields(team_id = %session.team, endpoint_id = %id))]
+pub async fn rotate_secret(
+    State(state): State<DashboardState>,
+    Path(id): Path<String>,
+    Protected { session, form }: Protected<FormPairs>,
+) -> Result<Redirect, DashboardError> {
+    let webhook = load_webhook(&state, &session, &id).await?;
+    let grace = field(&form, "grace")
+        .and_then(|raw| raw.parse::<i64>().ok())
+        .filter(|g| (0..=MAX_ROTATION_GRACE_S).contains(g))
+        .ok_or_else(|| DashboardError::BadRequest("choose a grace period from the list".into()))?;
+    let expires_at = state.settings.clock.now_ms() + grace * 1000;
+    state
+        .store
+        .rotate_secret(&session.team, &webhook.id, &Secret::generate(), expires_at)
+        .await?;
+    state.engine.endpoint_changed(&webhook.id).await;
+    Ok(Redirect::to(&format!("/webhooks/{}?notice=rotated", webhook.id)))
 }
 
 /// `POST /webhooks/{id}/test-event`: a new `meeting.completed` event with
@@ -430,7 +504,7 @@ fn create_page(chrome: &Chrome, draft: &Draft, errors: &BTreeMap<&'static str, S
         .filter(|t| t.is_team_webhook_type())
         .collect();
     let body = html! {
-        nav.crumbs { a href="/webhooks" { "Webhooks" } span { "/" } span { "Create webhook" } }
+        nav.crumbs aria-label="Breadcrumb" { a href="/webhooks" { "Webhooks" } span { "/" } span { "Create webhook" } }
         div.page-header {
             div {
                 h1 { "Create webhook" }
@@ -528,6 +602,10 @@ fn notice_for(name: Option<&str>) -> Markup {
         Some("test-sent") => ("Test event sent. Its attempts appear in the log below.", false),
         Some("resent") => ("Event resent as a new delivery; its attempts are marked manual.", false),
         Some("activated") => ("Webhook activated: events are delivered again.", false),
+        Some("rotated") => (
+            "Signing secret rotated. Reveal it below and give it to your receiver before the grace period ends.",
+            false,
+        ),
         Some("deactivated") => (
             "Webhook deactivated: nothing is delivered until it is activated again.",
             false,

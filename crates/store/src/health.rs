@@ -21,7 +21,8 @@ pub const DURATION_BUCKETS_MS: [i64; DURATION_BUCKETS - 1] = [
     1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 30_000,
 ];
 
-const HOUR_MS: i64 = 3_600_000;
+/// An hour in milliseconds: the width of a stats bucket.
+pub const HOUR_MS: i64 = 3_600_000;
 
 /// The start of the hour `at_ms` falls in.
 pub fn hour_of(at_ms: i64) -> i64 {
@@ -156,6 +157,27 @@ pub fn quantile_ms(stats: &HourStats, q: f64) -> Option<i64> {
     Some(stats.max_ms)
 }
 
+/// `stored` (oldest first, some hours missing) as exactly `hours` buckets
+/// from `from`.
+pub fn fill_hours(stored: Vec<HourStats>, from: i64, hours: i64) -> Vec<HourStats> {
+    let mut stored = stored.into_iter().peekable();
+    (0..hours)
+        .map(|i| {
+            let start = from + i * HOUR_MS;
+            while stored.peek().is_some_and(|s| s.start_ms < start) {
+                stored.next();
+            }
+            match stored.peek() {
+                Some(s) if s.start_ms == start => stored.next().unwrap_or_default(),
+                _ => HourStats {
+                    start_ms: start,
+                    ..HourStats::default()
+                },
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +263,18 @@ mod tests {
         one.max_ms = 150;
         let p95 = quantile_ms(&one, 0.95).unwrap();
         assert!((100..=150).contains(&p95), "{p95}");
+    }
+
+    #[test]
+    fn missing_hours_are_zeros_and_the_buckets_run_oldest_first() {
+        let from = 10 * HOUR_MS;
+        let at = |hour: i64, success: i64| HourStats {
+            start_ms: from + hour * HOUR_MS,
+            success,
+            ..HourStats::default()
+        };
+        let filled = fill_hours(vec![at(-1, 9), at(1, 3), at(3, 5)], from, 3);
+        let got: Vec<(i64, i64)> = filled.iter().map(|h| (h.start_ms, h.success)).collect();
+        assert_eq!(got, vec![(from, 0), (from + HOUR_MS, 3), (from + 2 * HOUR_MS, 0)]);
     }
 }

@@ -62,6 +62,9 @@ pub struct Endpoint {
     /// Why Herald deactivated it (a 410, sustained failure), for people;
     /// `None` when it is active or a person deactivated it.
     pub deactivated_reason: Option<String>,
+    /// When its first failed delivery after its last success happened, while
+    /// every delivery since has failed; `None` when it is healthy.
+    pub failing_since: Option<i64>,
     /// A JSON object, echoed in real-time envelopes; `{}` for webhooks.
     pub metadata: String,
     pub created_at: i64,

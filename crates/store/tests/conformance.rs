@@ -213,6 +213,7 @@ fn new_webhook(team: &TeamId) -> Endpoint {
         secret: Secret::generate(),
         previous_secret: None,
         deactivated_reason: None,
+        failing_since: None,
         metadata: "{}".into(),
         created_at: NOW,
     }
@@ -369,6 +370,7 @@ async fn ordered_endpoints_are_claimed_as_runs_one_claimer_at_a_time_and_fail_as
                 secret: Secret::generate(),
                 previous_secret: None,
                 deactivated_reason: None,
+                failing_since: None,
                 metadata: "{}".into(),
                 created_at: NOW,
             }],

@@ -36,6 +36,7 @@ async fn webhook(store: &SqliteStore, team: &TeamId) -> EndpointId {
         secret: Secret::generate(),
         previous_secret: None,
         deactivated_reason: None,
+        failing_since: None,
         metadata: "{}".into(),
         created_at: 1,
     };
@@ -175,6 +176,7 @@ async fn a_bots_endpoints_come_back_in_the_order_given() {
             secret: Secret::generate(),
             previous_secret: None,
             deactivated_reason: None,
+            failing_since: None,
             metadata: "{}".into(),
             created_at: 7,
         })

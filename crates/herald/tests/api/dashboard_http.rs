@@ -255,6 +255,7 @@ async fn every_state_changing_request_needs_the_csrf_token_and_this_origin() {
         ),
         (format!("/webhooks/{id}/status"), vec![("status", "deactivated")]),
         (format!("/webhooks/{id}/secret"), vec![]),
+        (format!("/webhooks/{id}/secret/rotate"), vec![("grace", "86400")]),
         (format!("/webhooks/{id}/test-event"), vec![]),
         (format!("/webhooks/{id}/resend"), vec![("event_id", event_id)]),
         ("/sign-out".into(), vec![]),
@@ -324,6 +325,7 @@ async fn another_teams_ids_answer_404_on_every_page_and_action() {
     for (path, form) in [
         (format!("/webhooks/{id}/status"), vec![("status", "deactivated")]),
         (format!("/webhooks/{id}/secret"), vec![]),
+        (format!("/webhooks/{id}/secret/rotate"), vec![("grace", "0")]),
         (format!("/webhooks/{id}/test-event"), vec![]),
         (format!("/webhooks/{id}/resend"), vec![("event_id", event_id)]),
     ] {
@@ -333,6 +335,7 @@ async fn another_teams_ids_answer_404_on_every_page_and_action() {
     }
     let (_, after) = app.get(&format!("/api/v1/webhooks/{id}"), &theirs.key).await;
     assert_eq!(after["status"], "active", "their webhook is untouched");
+    assert_eq!(after["secret"], webhook["secret"], "and keeps its secret");
     let list = session.get("/webhooks").await;
     assert!(!list.body.contains(id), "their webhook is not listed");
     let bots = session.get("/bots").await;

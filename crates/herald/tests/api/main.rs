@@ -11,6 +11,7 @@ mod stores;
 mod accounts;
 mod cluster;
 mod crash;
+mod dashboard_health;
 mod dashboard_http;
 mod dashboard_ui;
 mod delivery;

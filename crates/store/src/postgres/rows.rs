@@ -3,7 +3,7 @@
 use super::*;
 
 pub(super) const ENDPOINT_COLUMNS: &str = "id, team_id, name, url, event_types, status, secret, created_at, bot_id, metadata, \
-     previous_secret, previous_secret_expires_at, deactivated_reason";
+     previous_secret, previous_secret_expires_at, deactivated_reason, failing_since";
 
 pub(super) fn endpoint_from_row(r: &Row) -> StoreResult<Endpoint> {
     let status: &str = r.get(5);
@@ -18,6 +18,7 @@ pub(super) fn endpoint_from_row(r: &Row) -> StoreResult<Endpoint> {
         secret: secret_from(r.get(6))?,
         previous_secret: previous_secret_from(r, 10)?,
         deactivated_reason: r.get(12),
+        failing_since: r.get(13),
         created_at: r.get(7),
         bot_id: r.get::<_, Option<String>>(8).map(BotId::from_stored),
         metadata: r.get(9),

@@ -180,6 +180,7 @@ impl Endpoints for SqliteStore {
                 if let Some(status) = patch.status {
                     e.status = status;
                     e.deactivated_reason = None;
+                    e.failing_since = None;
                 }
                 // A status set by a person ends Herald's reason and the
                 // failing streak.

@@ -3,7 +3,7 @@
 use super::*;
 
 pub(super) const ENDPOINT_COLUMNS: &str = "id, team_id, name, url, event_types, status, secret, created_at, bot_id, metadata, \
-     previous_secret, previous_secret_expires_at, deactivated_reason";
+     previous_secret, previous_secret_expires_at, deactivated_reason, failing_since";
 
 pub(super) const TEAM_KEY_COLUMNS: &str = "id, team_id, name, prefix, created_at, last_used_at";
 
@@ -52,6 +52,7 @@ pub(super) fn endpoint_from_row(r: &Row<'_>) -> rusqlite::Result<Endpoint> {
         secret: secret_from(r.get_ref(6)?.as_str()?)?,
         previous_secret: previous_secret_from(r, 10)?,
         deactivated_reason: r.get(12)?,
+        failing_since: r.get(13)?,
         created_at: r.get(7)?,
     })
 }
