@@ -147,6 +147,9 @@ const RIGHT: f64 = 52.0;
 const TOP: f64 = 12.0;
 const BOTTOM: f64 = 26.0;
 
+/// An hour's p50 and p95 durations, when it had attempts.
+type Quantiles = (Option<i64>, Option<i64>);
+
 /// The health card: the headline, the chart and its numbers as a table.
 pub fn card(webhook: &Endpoint, hours: &[HourStats]) -> Markup {
     let max_count = hours
@@ -155,7 +158,7 @@ pub fn card(webhook: &Endpoint, hours: &[HourStats]) -> Markup {
         .max()
         .unwrap_or(0)
         .max(1);
-    let quantiles: Vec<(Option<i64>, Option<i64>)> = hours
+    let quantiles: Vec<Quantiles> = hours
         .iter()
         .map(|h| (quantile_ms(h, 0.5), quantile_ms(h, 0.95)))
         .collect();
@@ -167,7 +170,7 @@ pub fn card(webhook: &Endpoint, hours: &[HourStats]) -> Markup {
     let y_count = |n: i64| TOP + plot_h - plot_h * n as f64 / max_count as f64;
     let y_ms = |ms: i64| TOP + plot_h - plot_h * ms as f64 / max_ms as f64;
     let x_mid = |i: usize| LEFT + slot * (i as f64 + 0.5);
-    let line = |pick: fn(&(Option<i64>, Option<i64>)) -> Option<i64>| -> String {
+    let line = |pick: fn(&Quantiles) -> Option<i64>| -> String {
         quantiles
             .iter()
             .enumerate()
