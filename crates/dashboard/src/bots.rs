@@ -137,7 +137,7 @@ fn bot_card(bot: &Bot) -> Markup {
             @if bot.metadata != "{}" {
                 details.metadata {
                     summary { "Metadata" }
-                    pre.code { (pretty_body(bot.metadata.as_bytes())) }
+                    pre.code tabindex="0" aria-label="Metadata" { (pretty_body(bot.metadata.as_bytes())) }
                 }
             }
             @if bot.endpoints.is_empty() {

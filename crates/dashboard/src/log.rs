@@ -399,7 +399,7 @@ pub fn render_inspect(target: &LogTarget, attempt: &Attempt, csrf: &str) -> Mark
                 h3 { "Headers" }
                 (headers_table(&attempt.request_headers))
                 h3 { "Body" }
-                pre.code id="request-body" { (request_body) }
+                pre.code id="request-body" tabindex="0" aria-label="Request body" { (request_body) }
             }
             section.card id="response" {
                 h2 { "Response" }
@@ -415,7 +415,7 @@ pub fn render_inspect(target: &LogTarget, attempt: &Attempt, csrf: &str) -> Mark
                         @if response.body.is_empty() {
                             p.muted { "(empty)" }
                         } @else {
-                            pre.code id="response-body" { (pretty_body(&response.body)) }
+                            pre.code id="response-body" tabindex="0" aria-label="Response body" { (pretty_body(&response.body)) }
                         }
                     }
                     (None, Some(error)) => {

@@ -79,7 +79,7 @@ async fn start_chromedriver(test: &str) -> Option<Chromedriver> {
 }
 
 /// Runs `body` with a fresh headless Chromium, and quits it whatever happens.
-async fn with_browser<F, Fut>(test: &'static str, body: F)
+pub(crate) async fn with_browser<F, Fut>(test: &'static str, body: F)
 where
     F: FnOnce(Ui) -> Fut,
     Fut: Future<Output = ()>,
@@ -114,17 +114,17 @@ where
 }
 
 /// The browser, with the few moves these tests make.
-struct Ui {
+pub(crate) struct Ui {
     driver: WebDriver,
     test: &'static str,
 }
 
 impl Ui {
-    async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         self.driver.goto(url).await.unwrap();
     }
 
-    async fn find(&self, css: &str) -> WebElement {
+    pub(crate) async fn find(&self, css: &str) -> WebElement {
         self.driver
             .query(By::Css(css))
             .wait(WAIT, Duration::from_millis(50))
@@ -133,40 +133,40 @@ impl Ui {
             .unwrap_or_else(|e| panic!("no `{css}` on the page: {e}"))
     }
 
-    async fn all(&self, css: &str) -> Vec<WebElement> {
+    pub(crate) async fn all(&self, css: &str) -> Vec<WebElement> {
         self.driver.find_all(By::Css(css)).await.unwrap()
     }
 
-    async fn text(&self, css: &str) -> String {
+    pub(crate) async fn text(&self, css: &str) -> String {
         self.find(css).await.text().await.unwrap()
     }
 
-    async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         let element = self.find(css).await;
         element.scroll_into_view().await.unwrap();
         element.click().await.unwrap();
     }
 
-    async fn type_into(&self, css: &str, text: &str) {
+    pub(crate) async fn type_into(&self, css: &str, text: &str) {
         let input = self.find(css).await;
         input.clear().await.unwrap();
         input.send_keys(text).await.unwrap();
     }
 
-    async fn value(&self, css: &str) -> String {
+    pub(crate) async fn value(&self, css: &str) -> String {
         self.find(css).await.value().await.unwrap().unwrap_or_default()
     }
 
-    async fn source(&self) -> String {
+    pub(crate) async fn source(&self) -> String {
         self.driver.source().await.unwrap()
     }
 
-    async fn heading(&self) -> String {
+    pub(crate) async fn heading(&self) -> String {
         self.text("h1").await
     }
 
     /// Waits until the text of `css` contains `wanted` (the page may update itself).
-    async fn wait_for_text(&self, css: &str, wanted: &str) -> String {
+    pub(crate) async fn wait_for_text(&self, css: &str, wanted: &str) -> String {
         let deadline = Instant::now() + WAIT;
         loop {
             let texts = self.texts(css).await;
@@ -181,7 +181,7 @@ impl Ui {
         }
     }
 
-    async fn texts(&self, css: &str) -> Vec<String> {
+    pub(crate) async fn texts(&self, css: &str) -> Vec<String> {
         let mut out = Vec::new();
         for element in self.all(css).await {
             out.push(element.text().await.unwrap_or_default());
@@ -190,7 +190,7 @@ impl Ui {
     }
 
     /// Waits until exactly `n` elements match `css`.
-    async fn wait_for_count(&self, css: &str, n: usize) {
+    pub(crate) async fn wait_for_count(&self, css: &str, n: usize) {
         let deadline = Instant::now() + WAIT;
         loop {
             let count = self.all(css).await.len();
@@ -202,16 +202,41 @@ impl Ui {
         }
     }
 
-    async fn script(&self, js: &str) -> Value {
+    pub(crate) async fn script(&self, js: &str) -> Value {
         self.driver.execute(js, Vec::new()).await.unwrap().json().clone()
     }
 
-    async fn resize(&self, width: u32, height: u32) {
+    pub(crate) async fn resize(&self, width: u32, height: u32) {
         self.driver.set_window_rect(0, 0, width, height).await.unwrap();
     }
 
+    /// The page's WCAG 2 A and AA violations as axe-core reports them, one
+    /// line each (rule, then the elements). axe-core's script comes from
+    /// npm's `axe-core` package at `HERALD_TEST_AXE_JS` (`.ci/run` installs
+    /// it); without it the check says why and passes, unless
+    /// `HERALD_TEST_REQUIRE_ALL=1`.
+    pub(crate) async fn accessibility_violations(&self) -> Vec<String> {
+        let Some(axe) = axe_script() else {
+            return Vec::new();
+        };
+        self.driver.execute(&axe, Vec::new()).await.unwrap();
+        let found = self
+            .driver
+            .execute_async(
+                r#"const done = arguments[arguments.length - 1];
+                   axe.run(document, {runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}})
+                     .then(r => done(r.violations.map(v => v.id + " (" + v.impact + "): " +
+                         v.nodes.map(n => n.target.join(" ")).join(", "))))
+                     .catch(e => done(["axe failed: " + e]));"#,
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        serde_json::from_value(found.json().clone()).unwrap()
+    }
+
     /// Saves `target/ui-screenshots/<test>-<name>.png`.
-    async fn shot(&self, name: &str) {
+    pub(crate) async fn shot(&self, name: &str) {
         let dir = screenshot_dir();
         std::fs::create_dir_all(&dir).unwrap();
         self.driver
@@ -219,6 +244,22 @@ impl Ui {
             .await
             .unwrap();
     }
+}
+
+/// axe-core's script, or `None` when it is not installed and not required.
+fn axe_script() -> Option<String> {
+    let path = std::env::var("HERALD_TEST_AXE_JS").ok();
+    let script = path.as_deref().and_then(|p| std::fs::read_to_string(p).ok());
+    if script.is_none() {
+        let why = format!(
+            "axe-core is not at HERALD_TEST_AXE_JS ({path:?}); npm install axe-core and point it at axe.min.js"
+        );
+        if std::env::var("HERALD_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
+            panic!("{why}, and HERALD_TEST_REQUIRE_ALL=1");
+        }
+        eprintln!("skipping the accessibility check: {why}");
+    }
+    script
 }
 
 fn screenshot_dir() -> PathBuf {

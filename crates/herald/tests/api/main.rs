@@ -12,6 +12,7 @@ mod accounts;
 mod cluster;
 mod crash;
 mod dashboard_health;
+mod dashboard_health_ui;
 mod dashboard_http;
 mod dashboard_ui;
 mod delivery;
