@@ -118,6 +118,7 @@ pub fn router(state: AppState) -> Router {
             post(webhooks::rotate_secret),
         )
         .route("/api/v1/webhooks/{webhook_id}/stats", get(stats::for_webhook))
+        .route("/api/v1/webhooks/{webhook_id}/recover", post(webhooks::recover))
         .route("/api/v1/attempts/{attempt_id}", get(attempts::get_one))
         .route("/api/v1/bot", post(bots::create).get(bots::list))
         .route("/api/v1/bot/", post(bots::create).get(bots::list))

@@ -17,7 +17,7 @@ use herald_domain::target::TargetError;
 use herald_domain::webhook::{
     EndpointStatus, UrlRefused, check_event_types, check_name, check_status, check_webhook_url,
 };
-use herald_store::{Endpoint, ManualOutcome, WebhookPatch};
+use herald_store::{Endpoint, ManualOutcome, RecoverOutcome, RecoverWindow, WebhookPatch};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -213,6 +213,59 @@ pub async fn rotate_secret(
         "secret": webhook.secret.reveal(),
         "previousSecretExpiresAt": expires_at,
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecoverBody {
+    since: i64,
+    #[serde(default)]
+    until: Option<i64>,
+}
+
+/// `POST /api/v1/webhooks/{id}/recover` (contract §4.1): every event whose
+/// latest delivery to this webhook failed, created in `[since, until)`, is
+/// delivered again. The work is stored and answered at once with its count;
+/// the engine makes the deliveries at the webhook's pace.
+#[tracing::instrument(skip_all, fields(team_id = %team, endpoint_id = %id))]
+pub async fn recover(
+    State(state): State<AppState>,
+    TeamCaller(team): TeamCaller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<RecoverBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = parse_id(&id)?;
+    let now = herald_engine::now_ms();
+    let until = body.until.unwrap_or(now);
+    if body.since < 0 {
+        return Err(ApiError::invalid(ValidationError::new(
+            "since",
+            "must be a Unix time in milliseconds",
+        )));
+    }
+    if until <= body.since {
+        return Err(ApiError::invalid(ValidationError::new(
+            "until",
+            "must be after `since`",
+        )));
+    }
+    let window = RecoverWindow {
+        since_ms: body.since,
+        until_ms: until,
+    };
+    match state.store.recover(&team, &id, window, now).await? {
+        RecoverOutcome::Created(recovery) => {
+            state.engine.recover_requested();
+            Ok((StatusCode::ACCEPTED, Json(json!({ "count": recovery.total }))))
+        }
+        RecoverOutcome::UnknownWebhook => Err(ApiError::NotFound("webhook")),
+        RecoverOutcome::Deactivated => Err(ApiError::Conflict(
+            "the webhook is deactivated; activate it before recovering".into(),
+        )),
+        RecoverOutcome::Running => Err(ApiError::Conflict(
+            "a recover of this webhook is still running; wait for it to finish".into(),
+        )),
+    }
 }
 
 /// The delivery of a manual outcome, or the error that answers it.

@@ -232,6 +232,14 @@ pub fn card(webhook: &Endpoint, hours: &[HourStats]) -> Markup {
                     }
                     polyline.line-p95 points=(line(|q| q.1)) {}
                     polyline.line-p50 points=(line(|q| q.0)) {}
+                    @for (i, q) in quantiles.iter().enumerate() {
+                        @if let Some(ms) = q.1 {
+                            circle.dot-p95 cx=(format!("{:.1}", x_mid(i))) cy=(format!("{:.1}", y_ms(ms))) r="3" {}
+                        }
+                        @if let Some(ms) = q.0 {
+                            circle.dot-p50 cx=(format!("{:.1}", x_mid(i))) cy=(format!("{:.1}", y_ms(ms))) r="3" {}
+                        }
+                    }
                 }
             }
             ul.legend {

@@ -112,6 +112,11 @@ prefixed_id!(
     KeyId, "key"
 );
 
+prefixed_id!(
+    /// A recover of a webhook's failed deliveries (contract §4.1).
+    RecoveryId, "rcv"
+);
+
 /// An endpoint that receives deliveries: a team webhook (`wh_…`) or a bot's
 /// real-time endpoint (`rte_…`). The engine treats both alike; the prefix says
 /// which rules (retry policy, ordering) apply.

@@ -135,6 +135,14 @@ impl Dispatcher {
         self.config.window.saturating_sub(self.lock().held.len())
     }
 
+    /// Deliveries of `endpoint` queued or in flight here.
+    pub(crate) fn queued(&self, endpoint: &EndpointId) -> usize {
+        self.lock()
+            .queues
+            .get(endpoint)
+            .map_or(0, |q| q.jobs.len() + q.claimed.len() + q.in_flight)
+    }
+
     /// Every delivery held here, for lease renewal.
     pub(crate) fn held(&self) -> Vec<DeliveryId> {
         self.lock().held.iter().copied().collect()

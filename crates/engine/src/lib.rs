@@ -18,6 +18,7 @@
 pub mod admission;
 pub mod dispatch;
 pub mod metrics;
+pub mod recover;
 pub mod schedule;
 pub mod sender;
 
@@ -128,6 +129,7 @@ pub struct Engine {
     config: Arc<EngineConfig>,
     store: Arc<dyn Queue>,
     metrics: Arc<Metrics>,
+    recovers: Arc<recover::RecoverWake>,
 }
 
 /// Why the engine could not start.
@@ -183,11 +185,13 @@ impl Engine {
             config,
             store,
             metrics,
+            recovers: Arc::default(),
         };
         if let Some(signals) = engine.store.subscribe().await.map_err(StartError::Store)? {
             tracker.spawn(engine.clone().follow(signals, shutdown.clone()));
         }
         tracker.spawn(engine.clone().renew_leases(shutdown.clone()));
+        tracker.spawn(recover::run(engine.clone(), shutdown.clone()));
         tracker.spawn(schedule::run(engine.clone(), shutdown));
         Ok(engine)
     }
@@ -299,6 +303,12 @@ impl Engine {
 
     async fn drop_queued(&self, endpoint: &EndpointId) {
         self.dispatcher.drop_endpoint(endpoint).await;
+    }
+
+    /// A recover was asked for: this process starts working it at once
+    /// (any process would within a second).
+    pub fn recover_requested(&self) {
+        self.recovers.wake();
     }
 
     pub fn metrics(&self) -> &Metrics {

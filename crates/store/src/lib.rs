@@ -20,7 +20,7 @@ mod records;
 pub mod sqlite;
 
 use async_trait::async_trait;
-use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EventId, KeyId, TeamId};
+use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EventId, KeyId, RecoveryId, TeamId};
 use herald_domain::keys::KeyHash;
 use herald_domain::signing::Secret;
 
@@ -266,6 +266,22 @@ pub trait Queue: Send + Sync {
         lease: &Lease,
     ) -> StoreResult<Vec<ClaimedDelivery>>;
 
+    /// Leases the oldest open recover of an active webhook that no other
+    /// process holds (or this one held before a restart).
+    async fn claim_recovery(&self, lease: &Lease, now_ms: i64) -> StoreResult<Option<Recovery>>;
+
+    /// Makes a held recover's next (up to `limit`) manual deliveries, leased
+    /// to the caller, moves it past them and renews its lease, in one write.
+    /// Nothing while its webhook is deactivated; `finished` after the last.
+    /// A `limit` of 0 only renews the lease.
+    async fn recover_chunk(
+        &self,
+        id: &RecoveryId,
+        limit: usize,
+        lease: &Lease,
+        now_ms: i64,
+    ) -> StoreResult<RecoverChunk>;
+
     /// When the earliest claimable work of an active endpoint becomes due.
     async fn next_due_at(&self, now_ms: i64) -> StoreResult<Option<i64>>;
 
@@ -322,10 +338,33 @@ pub trait AttemptLog: Send + Sync {
     async fn webhook_stats(&self, team: &TeamId, id: &EndpointId, from_hour_ms: i64) -> StoreResult<Vec<HourStats>>;
 }
 
+/// Recovers after a receiver's outage (contract §4.1), as the API and the
+/// dashboard ask for them and watch them; the engine works them through
+/// [`Queue::claim_recovery`] and [`Queue::recover_chunk`].
+#[async_trait]
+pub trait Recovering: Send + Sync {
+    /// Counts what a recover of `webhook` over `window` will send and
+    /// stores it to be worked, unless the webhook is unknown, deactivated
+    /// or already recovering.
+    async fn recover(
+        &self,
+        team: &TeamId,
+        webhook: &EndpointId,
+        window: RecoverWindow,
+        now_ms: i64,
+    ) -> StoreResult<RecoverOutcome>;
+
+    /// How many events a recover over `window` would send now.
+    async fn count_recoverable(&self, team: &TeamId, webhook: &EndpointId, window: RecoverWindow) -> StoreResult<i64>;
+
+    /// The webhook's latest recovers, newest first.
+    async fn recoveries(&self, team: &TeamId, webhook: &EndpointId, limit: usize) -> StoreResult<Vec<Recovery>>;
+}
+
 /// Herald's persistence: the sum of the roles, one implementation per
 /// database. Every method is a short transaction or a read, never held
 /// across a network call. Each caller names the roles it uses (the engine
 /// holds only a [`Queue`]); `Store` is for what wires them together.
-pub trait Store: Tenancy + Sessions + Endpoints + Publishing + Queue + AttemptLog + 'static {}
+pub trait Store: Tenancy + Sessions + Endpoints + Publishing + Recovering + Queue + AttemptLog + 'static {}
 
-impl<T: Tenancy + Sessions + Endpoints + Publishing + Queue + AttemptLog + 'static> Store for T {}
+impl<T: Tenancy + Sessions + Endpoints + Publishing + Recovering + Queue + AttemptLog + 'static> Store for T {}

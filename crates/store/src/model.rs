@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use herald_domain::attempt::AttemptStatus;
 use herald_domain::event::EventType;
-use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EventId, KeyId, TeamId};
+use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EventId, KeyId, RecoveryId, TeamId};
 use herald_domain::signing::{PreviousSecret, Secret};
 use herald_domain::webhook::EndpointStatus;
 
@@ -348,4 +348,51 @@ pub enum ManualOutcome {
     NotAWebhookEvent,
     /// The webhook is deactivated: nothing may be delivered to it.
     Deactivated,
+}
+
+/// A recover (contract §4.1): the events of a webhook whose latest delivery
+/// to it failed, created in `[since_ms, until_ms)`, delivered again. The
+/// store keeps the work, and where it has got to, so that a recover of any
+/// size answers at once and survives a restart or a node's loss.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub id: RecoveryId,
+    pub team_id: TeamId,
+    pub endpoint_id: EndpointId,
+    pub since_ms: i64,
+    pub until_ms: i64,
+    /// How many events it will send, counted when it was asked for.
+    pub total: i64,
+    /// How many deliveries it has made so far.
+    pub made: i64,
+    pub created_at: i64,
+    /// When its last delivery was made; `None` while it runs.
+    pub finished_at: Option<i64>,
+}
+
+/// Which events a recover looks at: those created in `[since_ms, until_ms)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoverWindow {
+    pub since_ms: i64,
+    pub until_ms: i64,
+}
+
+/// What asking for a recover came to.
+#[derive(Debug)]
+pub enum RecoverOutcome {
+    Created(Recovery),
+    UnknownWebhook,
+    /// A deactivated webhook is not recovered: activate it first.
+    Deactivated,
+    /// A recover of this webhook is still running: one at a time, so that
+    /// no event is sent twice.
+    Running,
+}
+
+/// A recover's next deliveries, leased to the caller, and whether it has
+/// made its last one.
+#[derive(Debug)]
+pub struct RecoverChunk {
+    pub deliveries: Vec<ClaimedDelivery>,
+    pub finished: bool,
 }

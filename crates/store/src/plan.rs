@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use herald_domain::bot::realtime_body;
 use herald_domain::event::{EventType, same_payload};
-use herald_domain::ids::{AccountId, DeliveryId, EndpointId, EndpointKind, EventId, TeamId};
+use herald_domain::ids::{AccountId, DeliveryId, EndpointId, EndpointKind, EventId, RecoveryId, TeamId};
 use herald_domain::signing::{PreviousSecret, Secret};
 use herald_domain::webhook::EndpointStatus;
 
@@ -97,6 +97,47 @@ pub(crate) fn manual_delivery(
         event_type,
         body,
         due_ms: now_ms,
+    }
+}
+
+/// A new recover of `webhook` that will send `total` events; one with
+/// nothing to send is finished from the start.
+pub(crate) fn new_recovery(webhook: &Endpoint, window: RecoverWindow, total: i64, now_ms: i64) -> Recovery {
+    Recovery {
+        id: RecoveryId::generate(now_ms),
+        team_id: webhook.team_id.clone(),
+        endpoint_id: webhook.id.clone(),
+        since_ms: window.since_ms,
+        until_ms: window.until_ms,
+        total,
+        made: 0,
+        created_at: now_ms,
+        finished_at: (total == 0).then_some(now_ms),
+    }
+}
+
+/// Why a recover may not start, as its answer.
+pub(crate) fn recover_refused(refused: Refused) -> RecoverOutcome {
+    match refused {
+        Refused::UnknownWebhook => RecoverOutcome::UnknownWebhook,
+        Refused::Deactivated => RecoverOutcome::Deactivated,
+    }
+}
+
+/// The chunk of a recover that is over (or gone with its webhook).
+pub(crate) fn recover_gone() -> RecoverChunk {
+    RecoverChunk {
+        deliveries: Vec::new(),
+        finished: true,
+    }
+}
+
+/// The chunk of a recover whose webhook is deactivated: nothing now, more
+/// once it is active again.
+pub(crate) fn recover_paused() -> RecoverChunk {
+    RecoverChunk {
+        deliveries: Vec::new(),
+        finished: false,
     }
 }
 

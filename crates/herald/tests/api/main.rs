@@ -21,6 +21,7 @@ mod process;
 mod publish;
 mod realtime;
 mod receivers;
+mod recover;
 mod resend;
 mod retries;
 mod webhooks;

@@ -181,6 +181,9 @@ impl Endpoints for PgStore {
         tx.execute("DELETE FROM endpoint_stats WHERE endpoint_id = $1", &[&id.as_str()])
             .await
             .map_err(pg_error)?;
+        tx.execute("DELETE FROM recoveries WHERE endpoint_id = $1", &[&id.as_str()])
+            .await
+            .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)
     }
 

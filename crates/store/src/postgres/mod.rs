@@ -26,7 +26,9 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use herald_domain::attempt::AttemptStatus;
 use herald_domain::event::EventType;
-use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EndpointKind, EventId, KeyId, TeamId};
+use herald_domain::ids::{
+    AccountId, AttemptId, BotId, DeliveryId, EndpointId, EndpointKind, EventId, KeyId, RecoveryId, TeamId,
+};
 use herald_domain::keys::KeyHash;
 use herald_domain::signing::{PreviousSecret, Secret};
 use herald_domain::webhook::EndpointStatus;
@@ -38,7 +40,9 @@ use crate::codec::{
 use crate::health;
 use crate::model::*;
 use crate::plan::{self, PlannedDelivery};
-use crate::{AttemptLog, Endpoints, Publishing, Queue, Sessions, StoreError, StoreResult, StoreSignal, Tenancy};
+use crate::{
+    AttemptLog, Endpoints, Publishing, Queue, Recovering, Sessions, StoreError, StoreResult, StoreSignal, Tenancy,
+};
 
 mod accounts;
 mod endpoints;
@@ -46,6 +50,7 @@ mod log;
 mod publish;
 mod queue;
 mod records;
+mod recover;
 mod rows;
 mod sessions;
 

@@ -8,7 +8,7 @@ pub(super) async fn manual_target(
     client: &impl deadpool_postgres::GenericClient,
     team: &str,
     webhook: &str,
-) -> StoreResult<Result<Endpoint, ManualOutcome>> {
+) -> StoreResult<Result<Endpoint, plan::Refused>> {
     let row = client
         .query_opt(
             &format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = $1 AND team_id = $2"),
@@ -17,7 +17,7 @@ pub(super) async fn manual_target(
         .await
         .map_err(pg_error)?;
     let found = row.as_ref().map(endpoint_from_row).transpose()?;
-    Ok(plan::manual_target(found).map_err(ManualOutcome::from))
+    Ok(plan::manual_target(found))
 }
 
 /// Stores a planned manual delivery, leased to the caller.
@@ -73,7 +73,7 @@ impl Publishing for PgStore {
         let tx = client.transaction().await.map_err(pg_error)?;
         let endpoint = match manual_target(&tx, team.as_str(), webhook.as_str()).await? {
             Ok(endpoint) => endpoint,
-            Err(refused) => return Ok(refused),
+            Err(refused) => return Ok(refused.into()),
         };
         let stored = tx
             .query_opt(
@@ -106,7 +106,7 @@ impl Publishing for PgStore {
         let tx = client.transaction().await.map_err(pg_error)?;
         let endpoint = match manual_target(&tx, &event.team_id, webhook.as_str()).await? {
             Ok(endpoint) => endpoint,
-            Err(refused) => return Ok(refused),
+            Err(refused) => return Ok(refused.into()),
         };
         tx.execute(
             "INSERT INTO events (id, team_id, event_type, created_at, body) VALUES ($1, $2, $3, $4, $5)",

@@ -208,6 +208,20 @@ impl Queue for PgStore {
         Ok(row.get(0))
     }
 
+    async fn claim_recovery(&self, lease: &Lease, now_ms: i64) -> StoreResult<Option<Recovery>> {
+        recover::claim(self, lease, now_ms).await
+    }
+
+    async fn recover_chunk(
+        &self,
+        id: &RecoveryId,
+        limit: usize,
+        lease: &Lease,
+        now_ms: i64,
+    ) -> StoreResult<RecoverChunk> {
+        recover::chunk(self, id, limit, lease, now_ms).await
+    }
+
     async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<Recorded> {
         crate::records::record(&self.records, &self.flush, record).await
     }

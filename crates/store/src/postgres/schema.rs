@@ -151,8 +151,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX team_keys_id ON team_keys(id);
     CREATE INDEX team_keys_team ON team_keys(team_id, created_at);
     "#,
-    // 7: previous secret, deactivation reason, failing streak and hourly
-    // stats, as SQLite's schema 7.
+    // 7: previous secret, deactivation reason, failing streak, hourly stats
+    // and recovers, as SQLite's schema 7.
     r#"
     ALTER TABLE endpoints ADD COLUMN previous_secret TEXT;
     ALTER TABLE endpoints ADD COLUMN previous_secret_expires_at BIGINT;
@@ -183,6 +183,25 @@ const MIGRATIONS: &[&str] = &[
         d15 BIGINT NOT NULL DEFAULT 0,
         PRIMARY KEY (endpoint_id, hour)
     );
+    CREATE TABLE recoveries (
+        id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        endpoint_id TEXT NOT NULL,
+        since BIGINT NOT NULL,
+        until BIGINT NOT NULL,
+        scan_to BIGINT NOT NULL,
+        cursor_ts BIGINT NOT NULL,
+        cursor_seq BIGINT NOT NULL,
+        total BIGINT NOT NULL,
+        made BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        finished_at BIGINT,
+        locked_until BIGINT,
+        locked_by TEXT
+    );
+    CREATE INDEX recoveries_endpoint ON recoveries(endpoint_id, created_at);
+    CREATE INDEX recoveries_open ON recoveries(created_at) WHERE finished_at IS NULL;
+    CREATE INDEX deliveries_manual ON deliveries(event_id, endpoint_id, seq) WHERE manual;
     "#,
 ];
 

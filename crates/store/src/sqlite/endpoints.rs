@@ -259,6 +259,8 @@ impl Endpoints for SqliteStore {
                     .map_err(internal)?;
                 c.execute("DELETE FROM endpoint_stats WHERE endpoint_id = ?1", [&id])
                     .map_err(internal)?;
+                c.execute("DELETE FROM recoveries WHERE endpoint_id = ?1", [&id])
+                    .map_err(internal)?;
                 Ok(())
             })
             .await

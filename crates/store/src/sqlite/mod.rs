@@ -15,7 +15,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use herald_domain::attempt::AttemptStatus;
 use herald_domain::event::EventType;
-use herald_domain::ids::{AccountId, AttemptId, BotId, DeliveryId, EndpointId, EndpointKind, EventId, KeyId, TeamId};
+use herald_domain::ids::{
+    AccountId, AttemptId, BotId, DeliveryId, EndpointId, EndpointKind, EventId, KeyId, RecoveryId, TeamId,
+};
 use herald_domain::keys::KeyHash;
 use herald_domain::signing::{PreviousSecret, Secret};
 use herald_domain::webhook::EndpointStatus;
@@ -31,7 +33,7 @@ use crate::health::{self, FailingSince};
 use crate::model::*;
 use crate::plan::{self, PlannedDelivery};
 use crate::records::{Flush, RecordQueue, Unrun};
-use crate::{AttemptLog, Endpoints, Publishing, Queue, Sessions, StoreError, StoreResult, Tenancy};
+use crate::{AttemptLog, Endpoints, Publishing, Queue, Recovering, Sessions, StoreError, StoreResult, Tenancy};
 use pool::{Connections, internal};
 
 mod accounts;
@@ -40,6 +42,7 @@ mod log;
 mod publish;
 mod queue;
 mod records;
+mod recover;
 mod rows;
 mod sessions;
 
@@ -52,6 +55,8 @@ use publish::*;
 use queue::*;
 #[allow(unused_imports)]
 use records::*;
+#[allow(unused_imports)]
+use recover::*;
 #[allow(unused_imports)]
 use rows::*;
 

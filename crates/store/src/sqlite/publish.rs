@@ -4,13 +4,13 @@
 use super::*;
 
 /// The webhook a manual delivery goes to ([`plan::manual_target`]).
-pub(super) fn manual_target(c: &Connection, team: &str, webhook: &str) -> StoreResult<Result<Endpoint, ManualOutcome>> {
+pub(super) fn manual_target(c: &Connection, team: &str, webhook: &str) -> StoreResult<Result<Endpoint, plan::Refused>> {
     let found = match load_endpoint(c, team, webhook) {
         Ok(endpoint) => Some(endpoint),
         Err(StoreError::NotFound) => None,
         Err(other) => return Err(other),
     };
-    Ok(plan::manual_target(found).map_err(ManualOutcome::from))
+    Ok(plan::manual_target(found))
 }
 
 /// Stores a planned manual delivery, leased to the caller.
@@ -233,7 +233,7 @@ impl Publishing for SqliteStore {
             .write(move |c| {
                 let endpoint = match manual_target(c, &team, &webhook)? {
                     Ok(endpoint) => endpoint,
-                    Err(refused) => return Ok(refused),
+                    Err(refused) => return Ok(refused.into()),
                 };
                 let stored = c
                     .query_row(
@@ -274,7 +274,7 @@ impl Publishing for SqliteStore {
             .write(move |c| {
                 let endpoint = match manual_target(c, &event.team_id, &webhook)? {
                     Ok(endpoint) => endpoint,
-                    Err(refused) => return Ok(refused),
+                    Err(refused) => return Ok(refused.into()),
                 };
                 insert_event(c, &event)?;
                 let planned =

@@ -234,6 +234,22 @@ impl Queue for SqliteStore {
             .await
     }
 
+    async fn claim_recovery(&self, lease: &Lease, now_ms: i64) -> StoreResult<Option<Recovery>> {
+        let lease = lease.clone();
+        self.conns.write(move |c| claim_in(c, &lease, now_ms)).await
+    }
+
+    async fn recover_chunk(
+        &self,
+        id: &RecoveryId,
+        limit: usize,
+        lease: &Lease,
+        now_ms: i64,
+    ) -> StoreResult<RecoverChunk> {
+        let (id, lease) = (id.as_str().to_owned(), lease.clone());
+        self.conns.write(move |c| chunk_in(c, &id, limit, &lease, now_ms)).await
+    }
+
     async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<Recorded> {
         crate::records::record(&self.records, &self.flush, record).await
     }

@@ -190,6 +190,12 @@ const MIGRATIONS: &[&str] = &[
     // hour by status, with a 16-bucket histogram of their durations
     // (`health::DURATION_BUCKETS_MS`) and the longest, written once per
     // record drain, so that the stats are read without the log.
+    // `recoveries` holds each recover (contract §4.1): its window, its count,
+    // the last attempt logged when it was asked for (`scan_to`), how far it
+    // has got in the webhook's failed attempts (`cursor_ts`, `cursor_seq`),
+    // and the lease of the process working it. Manual deliveries (resends,
+    // test events, recovers) are indexed by event: a recover skips an event
+    // that a later delivery to the webhook already took up.
     r#"
     ALTER TABLE endpoints ADD COLUMN previous_secret TEXT;
     ALTER TABLE endpoints ADD COLUMN previous_secret_expires_at INTEGER;
@@ -220,6 +226,25 @@ const MIGRATIONS: &[&str] = &[
         d15 INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (endpoint_id, hour)
     ) WITHOUT ROWID;
+    CREATE TABLE recoveries (
+        id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        endpoint_id TEXT NOT NULL,
+        since INTEGER NOT NULL,
+        until INTEGER NOT NULL,
+        scan_to INTEGER NOT NULL,
+        cursor_ts INTEGER NOT NULL,
+        cursor_seq INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        made INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        finished_at INTEGER,
+        locked_until INTEGER,
+        locked_by TEXT
+    );
+    CREATE INDEX recoveries_endpoint ON recoveries(endpoint_id, created_at);
+    CREATE INDEX recoveries_open ON recoveries(created_at) WHERE finished_at IS NULL;
+    CREATE INDEX deliveries_manual ON deliveries(event_id, endpoint_id, seq) WHERE manual = 1;
     "#,
 ];
 
