@@ -182,6 +182,11 @@
         })
         .then(function (page) {
           if (live) live.classList.remove("paused");
+          var progress = document.getElementById("recover-progress");
+          if (progress && typeof page.recover === "string") {
+            progress.textContent = page.recover;
+            progress.hidden = false;
+          }
           var ids = known();
           var fresh = [];
           for (var i = 0; i < page.rows.length; i++) {

@@ -67,6 +67,45 @@ pub fn iso_time(ms: i64) -> String {
     format!("{date}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
 }
 
+/// Unix milliseconds as the value of a `datetime-local` input, in UTC
+/// (`2025-10-10T10:23`).
+pub fn utc_input(ms: i64) -> String {
+    let (date, (h, m, _), _) = civil(ms);
+    format!("{date}T{h:02}:{m:02}")
+}
+
+/// A `datetime-local` value (`2025-10-10T10:23`, seconds optional) read as
+/// UTC, in Unix milliseconds; `None` if it is not one.
+pub fn parse_utc_input(raw: &str) -> Option<i64> {
+    let (date, time) = raw.trim().split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.splitn(3, ':');
+    let hour: i64 = t.next()?.parse().ok()?;
+    let minute: i64 = t.next()?.parse().ok()?;
+    let second: f64 = t.next().map_or(Some(0.0), |s| s.parse().ok())?;
+    let valid = (1..=9999).contains(&year)
+        && (1..=12).contains(&month)
+        && (1..=31).contains(&day)
+        && (0..24).contains(&hour)
+        && (0..60).contains(&minute)
+        && (0.0..60.0).contains(&second);
+    if !valid || date.len() != 10 {
+        return None;
+    }
+    // Howard Hinnant's `days_from_civil`.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let ms = ((days * 86_400 + hour * 3_600 + minute * 60) * 1000) + (second * 1000.0) as i64;
+    // A day that does not exist (31 April) comes back as another date.
+    (utc_input(ms)[..10] == date[..10]).then_some(ms)
+}
+
 /// The UTC calendar date, time of day and milliseconds of a Unix time
 /// (Howard Hinnant's `civil_from_days`).
 fn civil(ms: i64) -> (String, (i64, i64, i64), i64) {
@@ -181,6 +220,30 @@ fn indent_json(text: &str, max_depth: usize, max_bytes: usize) -> Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn datetime_inputs_read_as_utc_and_round_trip() {
+        let ms = 1_765_198_584_000; // 2025-12-08T12:56:24Z
+        assert_eq!(utc_input(ms), "2025-12-08T12:56");
+        assert_eq!(parse_utc_input("2025-12-08T12:56"), Some(ms - 24_000));
+        assert_eq!(parse_utc_input("2025-12-08T12:56:24"), Some(ms));
+        assert_eq!(parse_utc_input("1970-01-01T00:00"), Some(0));
+        assert_eq!(
+            parse_utc_input("2024-02-29T00:00").map(utc_input).as_deref(),
+            Some("2024-02-29T00:00")
+        );
+        for bad in [
+            "",
+            "2025-12-08",
+            "2025-13-01T00:00",
+            "2025-04-31T00:00",
+            "2025-12-08T24:00",
+            "x-y-zT1:2",
+            "2025-1-8T00:00",
+        ] {
+            assert_eq!(parse_utc_input(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn query_values_passwords_and_fragments_are_masked() {

@@ -23,6 +23,7 @@ mod extract;
 mod format;
 mod health;
 mod log;
+mod recover;
 mod session;
 mod views;
 mod webhooks;
@@ -91,6 +92,10 @@ pub fn router(state: DashboardState) -> Router {
         .route("/webhooks/{webhook_id}/status", post(webhooks::set_status))
         .route("/webhooks/{webhook_id}/secret", post(webhooks::reveal_secret))
         .route("/webhooks/{webhook_id}/secret/rotate", post(webhooks::rotate_secret))
+        .route(
+            "/webhooks/{webhook_id}/recover",
+            get(recover::preview).post(recover::start),
+        )
         .route("/webhooks/{webhook_id}/test-event", post(webhooks::send_test_event))
         .route("/webhooks/{webhook_id}/resend", post(webhooks::resend))
         .route("/webhooks/{webhook_id}/attempts.json", get(webhooks::attempts_json))

@@ -27,6 +27,7 @@ use crate::extract::{Path, Query};
 use crate::format::{MASK, mask_url};
 use crate::health;
 use crate::log::{self, Filter, LogQuery, LogTarget};
+use crate::recover;
 use crate::session::{Protected, Session};
 use crate::views::{self, Chrome, Nav, csrf_input};
 use crate::{DashboardError, DashboardState};
@@ -180,6 +181,7 @@ pub async fn detail(
     let filter = Filter::parse(&query);
     let page = log::load(&state, &session.team, &webhook.id, &filter, &target).await?;
     let hours = health::last_day(&state, &session.team, &webhook.id).await?;
+    let recoveries = state.store.recoveries(&session.team, &webhook.id, 1).await?;
     let now = state.settings.clock.now_ms();
     let body = html! {
         nav.crumbs aria-label="Breadcrumb" { a href="/webhooks" { "Webhooks" } span { "/" } span { (webhook.name) } }
@@ -200,6 +202,7 @@ pub async fn detail(
         (notice_for(query.notice.as_deref()))
         (health::deactivation_banner(&webhook, &chrome.csrf))
         (health::card(&webhook, &hours))
+        (recover::panel(&webhook, recoveries.first(), now))
         section.card id="configuration" {
             div.card-header {
                 div {
@@ -248,7 +251,11 @@ pub async fn attempts_json(
     let target = log_target(&webhook);
     let filter = Filter::parse(&query).first_page();
     let page = log::load(&state, &session.team, &webhook.id, &filter, &target).await?;
-    Ok(log::rows_json(&page))
+    let mut json = log::rows_json(&page);
+    // The latest recover's progress, for the line above the log.
+    let recoveries = state.store.recoveries(&session.team, &webhook.id, 1).await?;
+    json.0["recover"] = recoveries.first().map(recover::progress).into();
+    Ok(json)
 }
 
 /// `GET /webhooks/{id}/attempts/{attemptId}`: Inspect.
@@ -452,7 +459,11 @@ async fn deliver(
 }
 
 /// The session's team's webhook with this id; anything else is a 404.
-async fn load_webhook(state: &DashboardState, session: &Session, raw: &str) -> Result<Endpoint, DashboardError> {
+pub(crate) async fn load_webhook(
+    state: &DashboardState,
+    session: &Session,
+    raw: &str,
+) -> Result<Endpoint, DashboardError> {
     let id = EndpointId::parse(EndpointKind::Webhook, raw).ok_or(DashboardError::NotFound)?;
     let webhook = state.store.get_endpoint(&session.team, &id).await?;
     if webhook.id.kind() != EndpointKind::Webhook {
@@ -602,6 +613,14 @@ fn notice_for(name: Option<&str>) -> Markup {
         Some("test-sent") => ("Test event sent. Its attempts appear in the log below.", false),
         Some("resent") => ("Event resent as a new delivery; its attempts are marked manual.", false),
         Some("activated") => ("Webhook activated: events are delivered again.", false),
+        Some("recovering") => (
+            "Recover started: the failed events are being sent again. Their attempts appear in the log below.",
+            false,
+        ),
+        Some("recover-running") => (
+            "A recover of this webhook is still running; wait for it to finish.",
+            true,
+        ),
         Some("rotated") => (
             "Signing secret rotated. Reveal it below and give it to your receiver before the grace period ends.",
             false,
@@ -618,7 +637,7 @@ fn notice_for(name: Option<&str>) -> Markup {
     views::notice(text, warning)
 }
 
-fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 

@@ -149,3 +149,78 @@ async fn rotate_on_the_page_makes_a_new_secret_and_says_until_when_the_old_one_s
     assert_eq!(signatures, [expected_signature(new, &got), expected_signature(old, &got)]);
 }
 }
+
+on_every_store! {
+async fn recover_on_the_page_counts_first_then_sends_and_shows_progress() {
+    let app = spawn_app().await;
+    let receiver = TestReceiver::start().await;
+    receiver.answer_always(Answer::Status(500));
+    let team = app.create_team().await;
+    let webhook = app.create_webhook(&team, &receiver.url("/outage")).await;
+    let id = webhook["id"].as_str().unwrap();
+    let mut sent = std::collections::HashSet::new();
+    for n in 0..3 {
+        let (_, event) = app.publish(meeting_event(&team, &format!("m{n}"))).await;
+        sent.insert(event["id"].as_str().unwrap().to_owned());
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while app.attempts(&team, id, "status=failed").await.len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "the deliveries did not fail");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    receiver.answer_always(Answer::Status(204));
+    while receiver.next(Duration::from_millis(50)).await.is_some() {}
+
+    let session = DashSession::sign_in(&app, &team).await;
+    let page = session.get(&format!("/webhooks/{id}")).await.body;
+    assert!(page.contains("Recover failed deliveries"));
+    assert!(page.contains("The first failure since the last success."), "the picker starts there");
+    let since = page
+        .split(r#"id="recover-since" name="since" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the picker's value")
+        .to_owned();
+
+    for bad in ["", "yesterday", "2999-01-01T00:00"] {
+        let refused = session.get(&format!("/webhooks/{id}/recover?since={bad}")).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{bad:?}");
+    }
+    let preview = session.get(&format!("/webhooks/{id}/recover?since={since}")).await;
+    assert_eq!(preview.status, StatusCode::OK);
+    assert!(preview.body.contains("<strong>3 events</strong>"), "the count is shown before anything is sent");
+    receiver.assert_quiet(Duration::from_millis(300)).await;
+    let field = |name: &str| -> String {
+        let marker = format!(r#"name="{name}" value=""#);
+        preview.body.split(&marker).nth(1).unwrap().split('"').next().unwrap().to_owned()
+    };
+    let (from, until) = (field("since"), field("until"));
+
+    let origin = app.url("");
+    let started = session
+        .post(&format!("/webhooks/{id}/recover"), &[("since", &from), ("until", &until)], Some(&session.csrf), Some(&origin))
+        .await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER);
+    assert_eq!(started.headers["location"], format!("/webhooks/{id}?notice=recovering").as_str());
+    let mut got = std::collections::HashSet::new();
+    while got.len() < 3 {
+        let r = receiver.next(WAIT).await.expect("a recovered delivery");
+        got.insert(r.header("webhook-id").to_owned());
+    }
+    assert_eq!(got, sent);
+
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let poll = session.get(&format!("/webhooks/{id}/attempts.json")).await;
+        let json: serde_json::Value = serde_json::from_str(&poll.body).unwrap();
+        if json["recover"] == "The last recover sent 3 of 3 events again." {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", json["recover"]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let page = session.get(&format!("/webhooks/{id}?notice=recovering")).await.body;
+    assert!(page.contains("Recover started"));
+    assert!(page.contains("The last recover sent 3 of 3 events again."));
+}
+}

@@ -115,3 +115,72 @@ async fn ui_health_rates_the_deactivation_banner_and_rotate_are_clear_and_access
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_recover_counts_first_then_sends_again_with_progress_in_the_live_log() {
+    let app = spawn_app().await;
+    let receiver = TestReceiver::start().await;
+    receiver.answer_always(Answer::Status(503));
+    let team = app.create_team().await;
+    let webhook = app.create_webhook(&team, &receiver.url("/deploy")).await;
+    let id = webhook["id"].as_str().unwrap().to_owned();
+    for n in 0..4 {
+        app.publish(meeting_event(&team, &format!("outage-{n}"))).await;
+    }
+    let deadline = Instant::now() + WAIT;
+    while app.attempts(&team, &id, "status=failed").await.len() < 4 {
+        assert!(Instant::now() < deadline, "the deliveries did not fail");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    receiver.answer_always(Answer::Status(204));
+    let link = app.dashboard_link(&team).await;
+
+    with_browser("recover", |ui| async move {
+        ui.goto(&link).await;
+        ui.goto(&app.url(&format!("/webhooks/{id}"))).await;
+        ui.find("#recover").await.scroll_into_view().await.unwrap();
+        assert!(
+            ui.text("#recover")
+                .await
+                .contains("The first failure since the last success.")
+        );
+        ui.shot("panel").await;
+        ui.click("#recover-preview").await;
+        let count = ui.text("#recover-count").await;
+        assert!(count.starts_with("4 events created between"), "{count}");
+        ui.shot("confirm").await;
+        assert_accessible(&ui, "the recover confirmation").await;
+        ui.resize(390, 844).await;
+        ui.shot("confirm-phone").await;
+        ui.resize(1280, 900).await;
+        ui.click("#confirm-recover").await;
+        ui.wait_for_text(".notice", "Recover started").await;
+        // The live log shows the recovered attempts, marked manual, and the
+        // progress line catches up without a reload.
+        ui.wait_for_text("#recover-progress", "The last recover sent 4 of 4 events again.")
+            .await;
+        ui.wait_for_text("#log tbody tr", "MANUAL").await;
+        let rows = ui.texts("#log tbody tr").await;
+        let recovered = rows
+            .iter()
+            .filter(|r| r.contains("Success") && r.contains("MANUAL"))
+            .count();
+        assert_eq!(recovered, 4, "{rows:?}");
+        ui.shot("recovered").await;
+        assert_accessible(&ui, "a webhook after a recover").await;
+        ui.resize(390, 844).await;
+        ui.find("#recover").await.scroll_into_view().await.unwrap();
+        ui.shot("recovered-phone").await;
+    })
+    .await;
+    let got = {
+        let mut ids = std::collections::HashSet::new();
+        while let Some(r) = receiver.next(Duration::from_millis(300)).await {
+            if r.header("webhook-signature").starts_with("v1,") {
+                ids.insert(r.header("webhook-id").to_owned());
+            }
+        }
+        ids
+    };
+    assert!(got.len() >= 4, "the four events were sent again: {got:?}");
+}

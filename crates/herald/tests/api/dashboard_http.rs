@@ -256,6 +256,7 @@ async fn every_state_changing_request_needs_the_csrf_token_and_this_origin() {
         (format!("/webhooks/{id}/status"), vec![("status", "deactivated")]),
         (format!("/webhooks/{id}/secret"), vec![]),
         (format!("/webhooks/{id}/secret/rotate"), vec![("grace", "86400")]),
+        (format!("/webhooks/{id}/recover"), vec![("since", "0"), ("until", "1")]),
         (format!("/webhooks/{id}/test-event"), vec![]),
         (format!("/webhooks/{id}/resend"), vec![("event_id", event_id)]),
         ("/sign-out".into(), vec![]),
@@ -317,6 +318,7 @@ async fn another_teams_ids_answer_404_on_every_page_and_action() {
         format!("/webhooks/{id}/attempts/{attempt_id}"),
         format!("/bots/{bot_id}/endpoints/{endpoint_id}"),
         format!("/bots/{bot_id}/endpoints/{endpoint_id}/attempts.json"),
+        format!("/webhooks/{id}/recover?since=2025-01-01T00:00"),
         "/webhooks/wh_doesnotexist".into(),
         "/webhooks/not-an-id".into(),
     ] {
@@ -326,6 +328,7 @@ async fn another_teams_ids_answer_404_on_every_page_and_action() {
         (format!("/webhooks/{id}/status"), vec![("status", "deactivated")]),
         (format!("/webhooks/{id}/secret"), vec![]),
         (format!("/webhooks/{id}/secret/rotate"), vec![("grace", "0")]),
+        (format!("/webhooks/{id}/recover"), vec![("since", "0"), ("until", "1")]),
         (format!("/webhooks/{id}/test-event"), vec![]),
         (format!("/webhooks/{id}/resend"), vec![("event_id", event_id)]),
     ] {
