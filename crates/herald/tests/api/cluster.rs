@@ -1,7 +1,7 @@
 //! Several `herald serve` processes on one PostgreSQL database: they share
 //! the work, a killed node loses nothing, real-time order survives the node
-//! that owned the endpoint, a live node keeps all its claims, deactivation
-//! and idempotency hold across nodes,
+//! that owned the endpoint, a live node keeps all its claims, deactivation,
+//! secret rotation and idempotency hold across nodes,
 //! and the database going away is answered with 503 and recovered from.
 //! These run on PostgreSQL only.
 
@@ -250,6 +250,61 @@ async fn deactivating_on_one_node_stops_attempts_on_every_node_within_a_second()
                 "no attempt more than a second after deactivating on the other node"
             );
             assert!(arrived < 300, "deactivation stopped queued work");
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_secret_rotated_on_one_node_signs_the_other_nodes_retries_too() {
+    let Some(backend) = Backend::postgres() else { return };
+    backend
+        .run(async {
+            let data = TestData::new().await;
+            let receiver = TestReceiver::start().await;
+            receiver.answer_always(Answer::Status(503));
+            let a = start_server(&data, Some(ADMIN_KEY)).await;
+            let b = start_server(&data, Some(ADMIN_KEY)).await;
+            let client = reqwest::Client::new();
+            let (team, webhook_id) = setup(&client, &a.base, &receiver.url("/rotating")).await;
+            let (_, webhook) = get(&client, format!("{}/api/v1/webhooks/{webhook_id}", a.base), &team.key).await;
+            let old = webhook["secret"].as_str().unwrap().to_owned();
+            // Published on B: B holds the deliveries and their retries (2 s later).
+            for i in 0..5 {
+                let (status, _) = post(
+                    &client,
+                    format!("{}/api/v1/events", b.base),
+                    ADMIN_KEY,
+                    &meeting_event(&team, &format!("m{i}")),
+                )
+                .await;
+                assert_eq!(status, StatusCode::ACCEPTED);
+            }
+            for _ in 0..5 {
+                let first = receiver.next(Duration::from_secs(5)).await.expect("first attempt");
+                assert_eq!(first.header("webhook-signature"), expected_signature(&old, &first));
+            }
+            let (status, rotated) = post(
+                &client,
+                format!("{}/api/v1/webhooks/{webhook_id}/secret/rotate", a.base),
+                &team.key,
+                &json!({"graceSeconds": 3600}),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{rotated}");
+            let new = rotated["secret"].as_str().unwrap().to_owned();
+            receiver.answer_always(Answer::Status(204));
+            for _ in 0..5 {
+                let retry = receiver.next(Duration::from_secs(10)).await.expect("a retry");
+                assert_eq!(
+                    retry.header("webhook-signature"),
+                    format!(
+                        "{} {}",
+                        expected_signature(&new, &retry),
+                        expected_signature(&old, &retry)
+                    ),
+                    "a retry after the rotation carries both signatures, the new first"
+                );
+            }
         })
         .await;
 }

@@ -127,6 +127,12 @@ pub async fn post(client: &reqwest::Client, url: String, key: &str, body: &Value
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+pub async fn get(client: &reqwest::Client, url: String, key: &str) -> (StatusCode, Value) {
+    let r = client.get(url).bearer_auth(key).send().await.expect("request");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
 /// Sets up an account, team, key and webhook through `base`.
 pub async fn setup(client: &reqwest::Client, base: &str, webhook_url: &str) -> (TestTeam, String) {
     let (_, account) = post(

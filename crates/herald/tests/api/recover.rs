@@ -156,6 +156,9 @@ async fn a_recover_is_refused_for_bad_windows_deactivated_or_foreign_webhooks_an
 }
 
 on_every_store! {
+/// On PostgreSQL the restarted server has another node name, so this is
+/// also another node taking the recover over once the first one's lease
+/// has run out.
 async fn a_recover_cut_short_by_a_restart_finishes_after_it() {
     let slow = |c: &mut herald::Config| c.endpoint_concurrency = 2;
     let app = spawn_app_with(slow).await;

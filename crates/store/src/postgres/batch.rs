@@ -448,7 +448,11 @@ async fn account_health(pool: &Pool, records: &[&AttemptRecord]) -> StoreResult<
     }
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&endpoints];
     params.extend(columns.iter().map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync)));
-    let upsert = client.prepare_cached(&stats_upsert_sql()).await.map_err(pg_error)?;
+    static STATS_SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let upsert = client
+        .prepare_cached(STATS_SQL.get_or_init(stats_upsert_sql))
+        .await
+        .map_err(pg_error)?;
     client.execute(&upsert, &params).await.map_err(pg_error)?;
 
     let mut ids = Vec::new();
