@@ -23,6 +23,7 @@ mod extract;
 mod format;
 mod health;
 mod log;
+mod lookup;
 mod recover;
 mod session;
 mod views;

@@ -12,9 +12,9 @@ use serde::Deserialize;
 
 use crate::extract::{Path, Query};
 use crate::format::{parse_utc_input, utc_input};
+use crate::lookup::{field, load_webhook};
 use crate::session::{Protected, Session};
 use crate::views::{self, Nav, csrf_input};
-use crate::webhooks::{field, load_webhook};
 use crate::{DashboardError, DashboardState};
 
 /// Where the picker starts when the webhook is not failing now: a day back.

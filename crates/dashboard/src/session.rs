@@ -13,8 +13,9 @@ use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use herald_domain::dashboard::{Token, constant_time_eq};
+use herald_domain::dashboard::Token;
 use herald_domain::ids::TeamId;
+use herald_domain::keys::constant_time_eq;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 

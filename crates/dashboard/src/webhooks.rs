@@ -27,6 +27,7 @@ use crate::extract::{Path, Query};
 use crate::format::{MASK, mask_url};
 use crate::health;
 use crate::log::{self, Filter, LogQuery, LogTarget};
+use crate::lookup::{field, load_webhook};
 use crate::recover;
 use crate::session::{Protected, Session};
 use crate::views::{self, Chrome, Nav, csrf_input};
@@ -458,20 +459,6 @@ async fn deliver(
     }
 }
 
-/// The session's team's webhook with this id; anything else is a 404.
-pub(crate) async fn load_webhook(
-    state: &DashboardState,
-    session: &Session,
-    raw: &str,
-) -> Result<Endpoint, DashboardError> {
-    let id = EndpointId::parse(EndpointKind::Webhook, raw).ok_or(DashboardError::NotFound)?;
-    let webhook = state.store.get_endpoint(&session.team, &id).await?;
-    if webhook.id.kind() != EndpointKind::Webhook {
-        return Err(DashboardError::NotFound);
-    }
-    Ok(webhook)
-}
-
 fn log_target(webhook: &Endpoint) -> LogTarget {
     LogTarget {
         base: format!("/webhooks/{}", webhook.id),
@@ -635,10 +622,6 @@ fn notice_for(name: Option<&str>) -> Markup {
         _ => return html! {},
     };
     views::notice(text, warning)
-}
-
-pub(crate) fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
 /// A rule's message as a sentence: capitalised, with a full stop.

@@ -62,13 +62,6 @@ impl Token {
     }
 }
 
-/// Compares two strings in time independent of where they differ
-/// (`subtle`; strings of different lengths differ at once).
-pub fn constant_time_eq(a: &str, b: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    a.as_bytes().ct_eq(b.as_bytes()).into()
-}
-
 /// The absolute sign-in URL for a link token, under the public URL.
 pub fn sign_in_url(public_url: &str, token: &Token) -> String {
     format!("{}/sign-in?token={}", public_url.trim_end_matches('/'), token.reveal())
@@ -137,6 +130,7 @@ mod tests {
 
     #[test]
     fn constant_time_eq_compares_whole_strings() {
+        use crate::keys::constant_time_eq;
         assert!(constant_time_eq("abc", "abc"));
         assert!(!constant_time_eq("abc", "abd"));
         assert!(!constant_time_eq("abc", "ab"));

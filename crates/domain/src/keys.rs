@@ -97,8 +97,15 @@ impl KeyHash {
 
     /// Compares in time independent of where the hashes differ.
     pub fn matches(&self, other: &KeyHash) -> bool {
-        crate::dashboard::constant_time_eq(&self.0, &other.0)
+        constant_time_eq(&self.0, &other.0)
     }
+}
+
+/// Compares two strings in time independent of where they differ
+/// (`subtle`; strings of different lengths differ at once).
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 /// Lower-case hex. Every authenticated request hashes its key, so this

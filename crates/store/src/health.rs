@@ -12,8 +12,7 @@ use herald_domain::ids::EndpointKind;
 
 use crate::model::{AttemptRecord, Deactivation, HourStats};
 
-/// How many duration buckets an hour keeps.
-pub const DURATION_BUCKETS: usize = 16;
+pub use crate::model::DURATION_BUCKETS;
 
 /// The upper bound (exclusive, ms) of each duration bucket but the last,
 /// which holds everything from 30 s up.
@@ -56,18 +55,18 @@ impl EndpointTally<'_> {
     /// decides it (a success clears it, or resets it to a failure after
     /// that success), `IfUnset(t)` when a failure only starts a streak if
     /// none is running; `None` when the drain says nothing of it.
-    pub fn failing_since(&self) -> FailingSince {
+    pub fn failing_since(&self) -> StreakMove {
         match (self.succeeded, self.first_failure_ms) {
-            (true, at) => FailingSince::Set(at),
-            (false, Some(at)) => FailingSince::IfUnset(at),
-            (false, None) => FailingSince::Unchanged,
+            (true, at) => StreakMove::Set(at),
+            (false, Some(at)) => StreakMove::IfUnset(at),
+            (false, None) => StreakMove::Unchanged,
         }
     }
 }
 
 /// See [`EndpointTally::failing_since`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FailingSince {
+pub(crate) enum StreakMove {
     Set(Option<i64>),
     IfUnset(i64),
     Unchanged,
@@ -241,8 +240,8 @@ mod tests {
         );
         assert_eq!(ta.hours[1].max_ms, 45_000);
         // The failure before the success is forgotten; the streak starts after it.
-        assert_eq!(ta.failing_since(), FailingSince::Set(Some(hour + 40)));
-        assert_eq!(tb.failing_since(), FailingSince::IfUnset(hour + 50));
+        assert_eq!(ta.failing_since(), StreakMove::Set(Some(hour + 40)));
+        assert_eq!(tb.failing_since(), StreakMove::IfUnset(hour + 50));
         assert_eq!((tb.hours[0].retrying, tb.hours[0].failed), (1, 1));
     }
 

@@ -270,6 +270,9 @@ pub struct Recorded {
     pub deactivated: bool,
 }
 
+/// How many duration buckets an hour of stats keeps.
+pub const DURATION_BUCKETS: usize = 16;
+
 /// One hour of a webhook's attempts (contract §4.3 `stats`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HourStats {
@@ -278,9 +281,9 @@ pub struct HourStats {
     pub success: i64,
     pub retrying: i64,
     pub failed: i64,
-    /// Attempt durations counted in the buckets of
-    /// [`crate::health::DURATION_BUCKETS_MS`].
-    pub durations: [i64; crate::health::DURATION_BUCKETS],
+    /// Attempt durations counted in [`DURATION_BUCKETS`] buckets, whose
+    /// bounds the store's health accounting sets.
+    pub durations: [i64; DURATION_BUCKETS],
     /// The longest attempt of the hour, ms.
     pub max_ms: i64,
 }

@@ -14,7 +14,7 @@ use herald_domain::ids::DeliveryId;
 
 use super::{existing_event, pg_error, pool_error, previous_secret_from, secret_from};
 use crate::codec::{delivery_move, headers_json, request_headers_stored};
-use crate::health::{self, FailingSince};
+use crate::health::{self, StreakMove};
 use crate::model::*;
 use crate::plan::{self, split_unique};
 use crate::records::{Flush, RecordQueue, Unrun};
@@ -402,7 +402,7 @@ fn stats_upsert_sql() -> String {
     )
 }
 
-/// Moves each webhook's failing streak as [`FailingSince`] says (`reset`
+/// Moves each webhook's failing streak as [`StreakMove`] says (`reset`
 /// sets it to `at`, else `at` only starts one), writing only what changes.
 const FAILING_SINCE_SQL: &str = "
     UPDATE endpoints e SET failing_since = CASE WHEN u.reset THEN u.at ELSE COALESCE(e.failing_since, u.at) END
@@ -460,9 +460,9 @@ async fn account_health(pool: &Pool, records: &[&AttemptRecord]) -> StoreResult<
     let mut ats: Vec<Option<i64>> = Vec::new();
     for tally in &tallies {
         let (reset, at) = match tally.failing_since() {
-            FailingSince::Set(at) => (true, at),
-            FailingSince::IfUnset(at) => (false, Some(at)),
-            FailingSince::Unchanged => continue,
+            StreakMove::Set(at) => (true, at),
+            StreakMove::IfUnset(at) => (false, Some(at)),
+            StreakMove::Unchanged => continue,
         };
         ids.push(tally.endpoint);
         resets.push(reset);

@@ -29,7 +29,7 @@ use crate::codec::{
     self, delivery_move, event_types_from, event_types_json, headers_from, headers_json, request_headers_from,
     request_headers_stored,
 };
-use crate::health::{self, FailingSince};
+use crate::health::{self, StreakMove};
 use crate::model::*;
 use crate::plan::{self, PlannedDelivery};
 use crate::records::{Flush, RecordQueue, Unrun};

@@ -223,9 +223,9 @@ pub(super) fn account_health(c: &Connection, records: &[&AttemptRecord]) -> Stor
             upsert.raw_execute().map_err(internal)?;
         }
         let (reset, at) = match tally.failing_since() {
-            FailingSince::Set(at) => (true, at),
-            FailingSince::IfUnset(at) => (false, Some(at)),
-            FailingSince::Unchanged => (false, None),
+            StreakMove::Set(at) => (true, at),
+            StreakMove::IfUnset(at) => (false, Some(at)),
+            StreakMove::Unchanged => (false, None),
         };
         if reset || at.is_some() {
             c.prepare_cached(
