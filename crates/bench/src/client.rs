@@ -138,6 +138,20 @@ impl Api {
         Ok((status, value))
     }
 
+    /// GETs JSON that must answer 200; answers the parsed body.
+    pub async fn get(&mut self, path: &str, key: &str) -> anyhow::Result<Value> {
+        let auth = bearer(key)?;
+        let (status, answer) = self
+            .conn
+            .request(Method::GET, path, Some(&auth), Bytes::new())
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        if status != 200 {
+            bail!("GET {path} answered {status}: {}", String::from_utf8_lossy(&answer));
+        }
+        serde_json::from_slice(&answer).with_context(|| format!("GET {path}: an answer that is not JSON"))
+    }
+
     /// POSTs JSON that must answer 201; answers the body.
     pub async fn create(&mut self, path: &str, key: &str, body: &Value) -> anyhow::Result<Value> {
         let (status, value) = self.post(path, key, body).await?;

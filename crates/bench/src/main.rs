@@ -13,7 +13,7 @@
 //! the server's peak RSS and CPU time, and scenario-specific fields.
 //!
 //! Scenarios: `single`, `fanout`, `paced`, `isolation`, `backlog`,
-//! `realtime`, `idle`, and `all` (each in turn). `--smoke` shrinks them all
+//! `realtime`, `idle`, `recover`, and `all` (each in turn). `--smoke` shrinks them all
 //! to a few seconds; every loop has a deadline and the server is killed at
 //! the end. The exit status is non-zero when an event went missing, a body
 //! was wrong, or a scenario could not run.
@@ -47,12 +47,15 @@ enum Scenario {
     Realtime,
     /// Start, wait 2 s: idle RSS and time-to-ready.
     Idle,
+    /// 100,000 failed events recovered while another webhook takes 1,000
+    /// events/s: the recover's rate and the paced p99 with and without it.
+    Recover,
     /// Every scenario in turn.
     All,
 }
 
 impl Scenario {
-    const EACH: [Scenario; 7] = [
+    const EACH: [Scenario; 8] = [
         Scenario::Single,
         Scenario::Fanout,
         Scenario::Paced,
@@ -60,6 +63,7 @@ impl Scenario {
         Scenario::Backlog,
         Scenario::Realtime,
         Scenario::Idle,
+        Scenario::Recover,
     ];
 
     fn name(self) -> &'static str {
@@ -71,6 +75,7 @@ impl Scenario {
             Scenario::Backlog => "backlog",
             Scenario::Realtime => "realtime",
             Scenario::Idle => "idle",
+            Scenario::Recover => "recover",
             Scenario::All => "all",
         }
     }
@@ -88,10 +93,12 @@ struct Cli {
     /// `<workspace>/target/release/herald`).
     #[arg(long)]
     herald_bin: Option<PathBuf>,
-    /// Events to publish (for `paced` and `realtime`: default rate × duration).
+    /// Events to publish (for `paced` and `realtime`: default rate × duration;
+    /// for `recover`: the failed events recovered).
     #[arg(long)]
     events: Option<u64>,
-    /// Publishing stops after this many seconds (paced length for `paced`/`realtime`).
+    /// Publishing stops after this many seconds (paced length for
+    /// `paced`/`realtime`/`recover`).
     #[arg(long)]
     duration_s: Option<f64>,
     /// Publish at this many events/s instead of as fast as possible.
@@ -217,6 +224,20 @@ fn defaults(scenario: Scenario, smoke: bool, herald_bin: PathBuf) -> Params {
             p.bot_rate = 5.0;
             p.duration_s = 2.0;
         }
+        (Scenario::Recover, false) => {
+            p.events = 100_000;
+            p.rate = Some(1_000.0);
+            p.duration_s = 30.0;
+            p.wait_s = 120.0;
+        }
+        (Scenario::Recover, true) => {
+            // Each event needs ~30 s to fail (the standard schedule): keep
+            // it tiny.
+            p.events = 200;
+            p.rate = Some(200.0);
+            p.duration_s = 2.0;
+            p.wait_s = 15.0;
+        }
         (Scenario::Idle | Scenario::All, _) => {}
     }
     p
@@ -224,6 +245,9 @@ fn defaults(scenario: Scenario, smoke: bool, herald_bin: PathBuf) -> Params {
 
 fn params(cli: &Cli, scenario: Scenario) -> Params {
     let bin = cli.herald_bin.clone().unwrap_or_else(server::default_herald_bin);
+    // The server runs in its own temporary directory: a relative path would
+    // not name the binary there.
+    let bin = std::path::absolute(&bin).unwrap_or(bin);
     let mut p = defaults(scenario, cli.smoke, bin);
     if cli.store == "postgres" {
         p.postgres_url = Some(cli.postgres_url.clone());
@@ -275,6 +299,7 @@ async fn run_one(scenario: Scenario, p: &Params) -> Report {
         Scenario::Isolation => scenarios::isolation(p).await,
         Scenario::Backlog => scenarios::backlog(p).await,
         Scenario::Realtime => scenarios::realtime(p).await,
+        Scenario::Recover => scenarios::recover(p).await,
         Scenario::Idle | Scenario::All => scenarios::idle(p).await,
     };
     let mut report = result.unwrap_or_else(|e| scenarios::failed(scenario.name(), &e));

@@ -4,7 +4,8 @@
 //! The URL path says which endpoint a request is for:
 //!
 //! - `/ep/{n}`: team webhook `n`. Answers 204, or 503 while a failure window
-//!   set by [`Receiver::fail_until`] is open. Every arrival instant is kept
+//!   set by [`Receiver::fail_until`] is open or while [`Receiver::fail_endpoint`]
+//!   has `n` failing. Every arrival instant is kept
 //!   per (endpoint, `webhook-id`), and the body must be JSON whose `id` is the
 //!   `webhook-id` header; its `data.meeting.id` is kept for the caller to check.
 //! - `/hang/{n}`: accepts the request and never answers (until the receiver
@@ -16,7 +17,7 @@
 //! - `/loop`: the loopback-limit target; parses the body like `/ep/` and
 //!   answers 204, recording only a count.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,11 +70,24 @@ pub type TeamTable = HashMap<(u32, Box<str>), TeamRecord>;
 /// Real-time arrivals by (bot, seq).
 pub type RtTable = HashMap<(u32, u64), RtRecord>;
 
+/// What one team endpoint (`/ep/{n}`) has seen so far; [`Receiver::take`]
+/// leaves these counts in place.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EndpointCounts {
+    /// Every request.
+    pub attempts: u64,
+    /// Requests answered 503.
+    pub refused: u64,
+    /// Distinct events answered 2xx.
+    pub delivered: u64,
+}
+
 #[derive(Default)]
 struct Tables {
     team: TeamTable,
     rt: RtTable,
     rt_last_seq: HashMap<u32, u64>,
+    endpoints: HashMap<u32, EndpointCounts>,
 }
 
 #[derive(Default)]
@@ -98,6 +112,8 @@ struct State {
     tables: Mutex<Tables>,
     counts: Counts,
     fail_until: Mutex<Option<Instant>>,
+    /// Team endpoints answering 503 until they are taken out again.
+    failing: Mutex<HashSet<u32>>,
     stop: watch::Receiver<bool>,
     first_bad: Mutex<Option<String>>,
 }
@@ -119,6 +135,7 @@ impl Receiver {
             tables: Mutex::new(Tables::default()),
             counts: Counts::default(),
             fail_until: Mutex::new(None),
+            failing: Mutex::new(HashSet::new()),
             stop: stop_rx,
             first_bad: Mutex::new(None),
         });
@@ -141,6 +158,22 @@ impl Receiver {
         if let Ok(mut f) = self.state.fail_until.lock() {
             *f = Some(until);
         }
+    }
+
+    /// Team endpoint `n` answers 503 (`true`) or 204 (`false`) from now on.
+    pub fn fail_endpoint(&self, n: u32, failing: bool) {
+        let mut set = self.state.failing.lock().unwrap_or_else(|e| e.into_inner());
+        if failing {
+            set.insert(n);
+        } else {
+            set.remove(&n);
+        }
+    }
+
+    /// What team endpoint `n` has seen so far.
+    pub fn endpoint(&self, n: u32) -> EndpointCounts {
+        let tables = self.state.tables.lock().unwrap_or_else(|e| e.into_inner());
+        tables.endpoints.get(&n).copied().unwrap_or_default()
     }
 
     pub fn counts(&self) -> &Counts {
@@ -304,7 +337,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Em
                 .lock()
                 .ok()
                 .and_then(|f| *f)
-                .is_some_and(|until| arrival < until);
+                .is_some_and(|until| arrival < until)
+                || state.failing.lock().is_ok_and(|set| set.contains(&n));
             let ok = !failing;
             let mut tables = state.tables.lock().unwrap_or_else(|e| e.into_inner());
             let record = tables.team.entry((n, webhook_id)).or_insert_with(|| TeamRecord {
@@ -312,11 +346,16 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Em
                 meeting_id: parsed.map(|b| b.data.meeting.id.into_boxed_str()),
                 body_ok: true,
             });
-            if ok && record.delivered() == 0 {
+            let first_delivery = ok && record.delivered() == 0;
+            if first_delivery {
                 state.counts.team_delivered.fetch_add(1, Ordering::Relaxed);
             }
             record.arrivals.push((arrival, ok));
             record.body_ok &= body_ok;
+            let counts = tables.endpoints.entry(n).or_default();
+            counts.attempts += 1;
+            counts.refused += u64::from(!ok);
+            counts.delivered += u64::from(first_delivery);
             drop(tables);
             answer(if ok {
                 StatusCode::NO_CONTENT

@@ -3,7 +3,10 @@
 //! for every delivery, checks them, and returns one [`Report`].
 //!
 //! Team-webhook scenarios (`single`, `fanout`, `paced`, `isolation`,
-//! `backlog`) share [`run_team`]; `realtime` and `idle` have their own.
+//! `backlog`) share [`run_team`]; `realtime`, `idle` and `recover` (in
+//! `scenarios/recover.rs`) have their own.
+
+mod recover;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -19,6 +22,8 @@ use serde_json::{Value, json};
 use crate::client::{self, Api, Job, LoadResult, Order, Plan, bearer, field};
 use crate::receiver::Receiver;
 use crate::server::{ADMIN_KEY, Herald, proc_cpu_s};
+
+pub use recover::recover;
 
 /// The standard retry schedule: delays before attempts 2 to 5.
 const STANDARD_DELAYS_S: [f64; 4] = [2.0, 4.0, 8.0, 16.0];
@@ -363,9 +368,9 @@ async fn run_team(name: &str, p: &Params, shape: TeamShape) -> anyhow::Result<Re
     Ok(report)
 }
 
-async fn run_team_on(name: &str, p: &Params, shape: TeamShape, database_url: Option<&str>) -> anyhow::Result<Report> {
-    let mut report = Report::new(name);
-    let cpu_at_start = own_cpu_s();
+/// Starts `p.nodes` servers on the store (a fresh SQLite file when
+/// `database_url` is `None`).
+async fn start_nodes(p: &Params, database_url: Option<&str>) -> anyhow::Result<Vec<Herald>> {
     let mut nodes = Vec::with_capacity(p.nodes.max(1));
     // Several nodes on one machine share its cores, as separate machines
     // would not: each gets its share of threads instead of one per core.
@@ -376,6 +381,13 @@ async fn run_team_on(name: &str, p: &Params, shape: TeamShape, database_url: Opt
     for _ in 0..p.nodes.max(1) {
         nodes.push(Herald::start(&p.herald_bin, database_url, threads).await?);
     }
+    Ok(nodes)
+}
+
+async fn run_team_on(name: &str, p: &Params, shape: TeamShape, database_url: Option<&str>) -> anyhow::Result<Report> {
+    let mut report = Report::new(name);
+    let cpu_at_start = own_cpu_s();
+    let nodes = start_nodes(p, database_url).await?;
     let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
     let herald = &nodes[0];
     report.set("store", if database_url.is_some() { "postgres" } else { "sqlite" });

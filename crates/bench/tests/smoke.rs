@@ -11,7 +11,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const SCENARIOS: [&str; 7] = ["single", "fanout", "paced", "isolation", "backlog", "realtime", "idle"];
+const SCENARIOS: [&str; 8] = [
+    "single",
+    "fanout",
+    "paced",
+    "isolation",
+    "backlog",
+    "realtime",
+    "idle",
+    "recover",
+];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("..")
@@ -125,5 +134,11 @@ fn every_scenario_runs_in_smoke_mode_and_loses_nothing() {
         backlog["retried_events"].as_u64().unwrap() > 0,
         "the backlog receiver's 503s caused no retries: {backlog}"
     );
+    let recover = reports.iter().find(|r| r["scenario"] == "recover").unwrap();
+    assert_eq!(
+        recover["recover_count"], recover["events"],
+        "the recover did not count every failed event: {recover}"
+    );
+    assert!(recover["baseline_p99_ms"].is_number(), "{recover}");
     assert!(status.success(), "herald-bench exited with {status}:\n{out}");
 }
