@@ -69,6 +69,10 @@ pub struct EngineConfig {
     /// its first failed delivery after its last success, is deactivated
     /// (contract §4.3, `HERALD_AUTO_DEACTIVATE_AFTER`).
     pub auto_deactivate_after: Duration,
+    /// The most deliveries per second this process's recovers make
+    /// (`HERALD_RECOVER_RATE`): a recover is catch-up work and leaves the
+    /// machine to live traffic first.
+    pub recover_rate_per_s: f64,
     /// How many deliveries of one ordered endpoint a claim takes at once.
     pub ordered_run: usize,
     /// Past this many queued deliveries, an ordered endpoint's new work waits
@@ -106,6 +110,7 @@ impl EngineConfig {
             standard_retry: RetryPolicy::standard(),
             realtime_retry: RetryPolicy::realtime(),
             auto_deactivate_after: Duration::from_secs(5 * 86_400),
+            recover_rate_per_s: DEFAULT_RECOVER_RATE,
             ordered_run: 256,
             ordered_queue_cap: 1024,
             lease: Duration::from_secs(10),
@@ -120,6 +125,9 @@ impl EngineConfig {
         }
     }
 }
+
+/// The default of [`EngineConfig::recover_rate_per_s`].
+pub const DEFAULT_RECOVER_RATE: f64 = 1_000.0;
 
 /// A handle on the running engine; cheap to clone.
 #[derive(Clone)]

@@ -6,6 +6,9 @@
 //! the in-memory window or holds up other webhooks, and whatever it has
 //! not made yet is still in the store if the process dies: another process
 //! (or this one, restarted) takes the recover over when its lease runs out.
+//! Recovers are catch-up work: together they make at most
+//! [`EngineConfig::recover_rate_per_s`](crate::EngineConfig) deliveries a
+//! second, so that live traffic keeps its latency while one runs.
 
 use std::time::Duration;
 
@@ -31,9 +34,10 @@ impl RecoverWake {
 }
 
 /// Deliveries per chunk: enough to keep the webhook's attempts all busy
-/// while the next chunk is made.
+/// while the next chunk is made, few enough that writing one holds the
+/// store's writer (and the publishes queued behind it) only briefly.
 fn chunk_size(engine: &Engine) -> usize {
-    (engine.config.per_endpoint_in_flight * 4).clamp(16, 512)
+    (engine.config.per_endpoint_in_flight * 2).clamp(16, 256)
 }
 
 pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) {
@@ -65,13 +69,22 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) {
 async fn work(engine: &Engine, recovery: Recovery, shutdown: &CancellationToken) {
     let size = chunk_size(engine);
     let renew_every = engine.config.lease / 3;
+    let rate = engine.config.recover_rate_per_s.max(1.0);
+    let started = tokio::time::Instant::now();
+    let mut made_so_far = 0usize;
     tracing::info!(recovery_id = %recovery.id, endpoint_id = %recovery.endpoint_id, total = recovery.total, "recover started");
     loop {
         // Wait until most of the last chunk is sent and the window has room,
         // keeping the recover's lease alive meanwhile (a chunk of none only
         // renews it).
         let mut renewed = tokio::time::Instant::now();
-        while engine.dispatcher.queued(&recovery.endpoint_id) > size / 2 || engine.dispatcher.room() < 2 * size {
+        // Not ahead of the rate: the next chunk may start once the ones made
+        // so far have had their share of time.
+        let due = started + Duration::from_secs_f64(made_so_far as f64 / rate);
+        while engine.dispatcher.queued(&recovery.endpoint_id) > size / 2
+            || engine.dispatcher.room() < 2 * size
+            || tokio::time::Instant::now() < due
+        {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(PACE) => {}
@@ -99,6 +112,7 @@ async fn work(engine: &Engine, recovery: Recovery, shutdown: &CancellationToken)
             }
         };
         let made = chunk.deliveries.len();
+        made_so_far += made;
         engine.enqueue(chunk.deliveries).await;
         if chunk.finished {
             tracing::info!(recovery_id = %recovery.id, endpoint_id = %recovery.endpoint_id, "recover finished");

@@ -44,6 +44,8 @@ pub struct Config {
     pub realtime_retry: RetryPolicy,
     /// How long a webhook may fail every delivery before it is deactivated.
     pub auto_deactivate_after: Duration,
+    /// The most deliveries per second this process's recovers make.
+    pub recover_rate_per_s: f64,
     /// How long a claim on a delivery holds without renewal.
     pub lease: Duration,
     /// How many attempts one team webhook may have on the wire at once.
@@ -81,6 +83,7 @@ impl Config {
             standard_retry: RetryPolicy::standard(),
             realtime_retry: RetryPolicy::realtime(),
             auto_deactivate_after: Duration::from_secs(5 * 86_400),
+            recover_rate_per_s: herald_engine::DEFAULT_RECOVER_RATE,
             lease: Duration::from_secs(10),
             endpoint_concurrency: DEFAULT_ENDPOINT_CONCURRENCY,
             public_url: None,
@@ -117,6 +120,7 @@ impl Config {
         engine.standard_retry = self.standard_retry.clone();
         engine.realtime_retry = self.realtime_retry.clone();
         engine.auto_deactivate_after = self.auto_deactivate_after;
+        engine.recover_rate_per_s = self.recover_rate_per_s;
         engine.shutdown_grace = self.shutdown_grace;
         engine.retry_capacity_per_s = self.retry_capacity_per_s;
         engine
@@ -183,6 +187,10 @@ pub struct ServeArgs {
     /// after its last success.
     #[arg(long, env = "HERALD_AUTO_DEACTIVATE_AFTER", default_value = "5d")]
     pub auto_deactivate_after: String,
+    /// The most deliveries per second this process's recovers make, so that
+    /// live traffic keeps its latency while one runs.
+    #[arg(long, env = "HERALD_RECOVER_RATE", default_value_t = herald_engine::DEFAULT_RECOVER_RATE)]
+    pub recover_rate: f64,
 }
 
 /// A duration setting: a whole number with a unit, `ms`, `s`, `m`, `h` or `d`.
@@ -294,6 +302,10 @@ impl ServeArgs {
         if config.auto_deactivate_after.is_zero() {
             bail!("HERALD_AUTO_DEACTIVATE_AFTER / --auto-deactivate-after: must be more than 0");
         }
+        if !(1.0..=1_000_000.0).contains(&self.recover_rate) {
+            bail!("HERALD_RECOVER_RATE / --recover-rate: must be from 1 to 1,000,000 deliveries per second");
+        }
+        config.recover_rate_per_s = self.recover_rate;
         config.limits = Limits {
             webhooks_per_team: self.max_webhooks_per_team,
             realtime_endpoints_per_bot: self.max_realtime_endpoints_per_bot,

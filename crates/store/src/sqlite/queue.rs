@@ -247,7 +247,11 @@ impl Queue for SqliteStore {
         now_ms: i64,
     ) -> StoreResult<RecoverChunk> {
         let (id, lease) = (id.as_str().to_owned(), lease.clone());
-        self.conns.write(move |c| chunk_in(c, &id, limit, &lease, now_ms)).await
+        let scanned = id.clone();
+        let scan = self.conns.read(move |c| scan_chunk(c, &scanned, limit)).await?;
+        self.conns
+            .write(move |c| write_chunk(c, &id, scan, limit, &lease, now_ms))
+            .await
     }
 
     async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<Recorded> {

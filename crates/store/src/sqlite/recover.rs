@@ -63,19 +63,22 @@ pub(super) fn recovery_from_row(r: &Row<'_>) -> rusqlite::Result<Recovery> {
     })
 }
 
-/// Makes the next deliveries of a recover, leased to `lease`, and moves its
-/// cursor past what it read, in one write.
-pub(super) fn chunk_in(
-    c: &Connection,
-    id: &str,
-    limit: usize,
-    lease: &Lease,
-    now_ms: i64,
-) -> StoreResult<RecoverChunk> {
+/// What a chunk read, on a reader so that the writer is held only for the
+/// inserts: the recover's place when it was read, and the events after it.
+pub(super) struct Scan {
+    team: String,
+    webhook: String,
+    cursor: (i64, i64),
+    found: Vec<(i64, i64, String, String, Vec<u8>)>,
+}
+
+/// Reads a recover's next (up to `limit`) events; `None` if it is finished
+/// or gone.
+pub(super) fn scan_chunk(c: &Connection, id: &str, limit: usize) -> StoreResult<Option<Scan>> {
     let row = c
         .query_row(
-            "SELECT r.team_id, r.endpoint_id, r.since, r.until, r.scan_to, r.cursor_ts, r.cursor_seq, r.finished_at
-             FROM recoveries r WHERE r.id = ?1",
+            "SELECT team_id, endpoint_id, since, until, scan_to, cursor_ts, cursor_seq, finished_at
+             FROM recoveries WHERE id = ?1",
             [id],
             |r| {
                 Ok((
@@ -88,38 +91,72 @@ pub(super) fn chunk_in(
         )
         .optional()
         .map_err(internal)?;
-    let Some((team, webhook, [since, until, scan_to, cursor_ts, cursor_seq], finished_at)) = row else {
+    let Some((team, webhook, [since, until, scan_to, cursor_ts, cursor_seq], None)) = row else {
+        return Ok(None);
+    };
+    let found = c
+        .prepare_cached(CHUNK_SQL)
+        .and_then(|mut stmt| {
+            stmt.query_map(
+                params![webhook, since, until, scan_to, cursor_ts, cursor_seq, limit as i64],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )?
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(internal)?;
+    Ok(Some(Scan {
+        team,
+        webhook,
+        cursor: (cursor_ts, cursor_seq),
+        found,
+    }))
+}
+
+/// Makes the deliveries of a scanned chunk, leased to `lease`, and moves the
+/// recover past what was read, in one write, if nobody moved it since the
+/// scan (then nothing is made, and the next chunk reads again).
+pub(super) fn write_chunk(
+    c: &Connection,
+    id: &str,
+    scan: Option<Scan>,
+    limit: usize,
+    lease: &Lease,
+    now_ms: i64,
+) -> StoreResult<RecoverChunk> {
+    let Some(scan) = scan else {
         return Ok(plan::recover_gone());
     };
-    if finished_at.is_some() {
-        return Ok(plan::recover_gone());
-    }
-    let endpoint = match manual_target(c, &team, &webhook)? {
+    let endpoint = match manual_target(c, &scan.team, &scan.webhook)? {
         Ok(endpoint) => endpoint,
         // Deactivated meanwhile: it waits, and goes on once it is active.
         Err(_) => return Ok(plan::recover_paused()),
     };
-    let mut stmt = c.prepare_cached(CHUNK_SQL).map_err(internal)?;
-    let found = stmt
-        .query_map(
-            params![webhook, since, until, scan_to, cursor_ts, cursor_seq, limit as i64],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Vec<u8>>(4)?,
-                ))
-            },
+    let finished = scan.found.len() < limit;
+    let cursor = scan.found.last().map(|f| (f.0, f.1)).unwrap_or(scan.cursor);
+    let moved = c
+        .execute(
+            "UPDATE recoveries SET cursor_ts = ?2, cursor_seq = ?3, made = made + ?4, locked_until = ?5, locked_by = ?6,
+                 finished_at = CASE WHEN ?7 THEN ?8 END
+             WHERE id = ?1 AND cursor_ts = ?9 AND cursor_seq = ?10 AND finished_at IS NULL",
+            params![
+                id,
+                cursor.0,
+                cursor.1,
+                scan.found.len() as i64,
+                lease.until_ms,
+                lease.node,
+                finished,
+                now_ms,
+                scan.cursor.0,
+                scan.cursor.1
+            ],
         )
-        .map_err(internal)?
-        .collect::<Result<Vec<_>, _>>()
         .map_err(internal)?;
-    let finished = found.len() < limit;
-    let cursor = found.last().map(|f| (f.0, f.1)).unwrap_or((cursor_ts, cursor_seq));
-    let mut deliveries = Vec::with_capacity(found.len());
-    for (_, _, event_id, event_type, body) in found {
+    if moved == 0 {
+        return Ok(plan::recover_paused());
+    }
+    let mut deliveries = Vec::with_capacity(scan.found.len());
+    for (_, _, event_id, event_type, body) in scan.found {
         let event_type = event_type_from(&event_type).map_err(internal)?;
         let planned = plan::manual_delivery(
             &endpoint,
@@ -130,22 +167,6 @@ pub(super) fn chunk_in(
         );
         deliveries.push(insert_manual_delivery(c, planned, lease)?);
     }
-    c.execute(
-        "UPDATE recoveries SET cursor_ts = ?2, cursor_seq = ?3, made = made + ?4, locked_until = ?5, locked_by = ?6,
-             finished_at = CASE WHEN ?7 THEN ?8 END
-         WHERE id = ?1",
-        params![
-            id,
-            cursor.0,
-            cursor.1,
-            deliveries.len() as i64,
-            lease.until_ms,
-            lease.node,
-            finished,
-            now_ms
-        ],
-    )
-    .map_err(internal)?;
     Ok(RecoverChunk { deliveries, finished })
 }
 
