@@ -120,6 +120,52 @@ impl Place {
         }
     }
 
+    /// Takes a store written at the latest schema back to schema `version`,
+    /// as an older binary would have left it (its rows minus what the newer
+    /// versions added), with each backend's own SQL. Only the newest version's
+    /// step is kept here: the upgrade test goes back one version.
+    async fn downgrade_to(&self, version: usize) {
+        assert_eq!(
+            version + 1,
+            self.latest(),
+            "only the newest version's step back is written"
+        );
+        // Schema 7 added the rotation, deactivation and streak columns, the
+        // hourly stats, recovers and the index of manual deliveries.
+        const DOWN_7: &str = "DROP INDEX deliveries_manual; DROP TABLE recoveries; DROP TABLE endpoint_stats;
+            ALTER TABLE endpoints DROP COLUMN failing_since; ALTER TABLE endpoints DROP COLUMN deactivated_reason;
+            ALTER TABLE endpoints DROP COLUMN previous_secret_expires_at; ALTER TABLE endpoints DROP COLUMN previous_secret;";
+        match self {
+            Place::Sqlite(path) => rusqlite::Connection::open(path)
+                .unwrap()
+                .execute_batch(&format!("BEGIN; {DOWN_7} PRAGMA user_version = {version}; COMMIT;"))
+                .unwrap(),
+            Place::Postgres(url) => pg_client(url)
+                .await
+                .batch_execute(&format!(
+                    "BEGIN; {DOWN_7} DELETE FROM herald_migrations WHERE version > {version}; COMMIT;"
+                ))
+                .await
+                .unwrap(),
+        }
+    }
+
+    /// The schema version the store is at, read with raw SQL.
+    async fn version(&self) -> usize {
+        match self {
+            Place::Sqlite(path) => rusqlite::Connection::open(path)
+                .unwrap()
+                .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+                .unwrap() as usize,
+            Place::Postgres(url) => pg_client(url)
+                .await
+                .query_one("SELECT max(version) FROM herald_migrations", &[])
+                .await
+                .unwrap()
+                .get::<_, i32>(0) as usize,
+        }
+    }
+
     fn latest(&self) -> usize {
         match self {
             Place::Sqlite(_) => herald_store::sqlite::latest_version(),
@@ -457,14 +503,15 @@ async fn ordered_endpoints_are_claimed_as_runs_one_claimer_at_a_time_and_fail_as
 }
 
 /// A newer binary opens a store an older one wrote (one schema version
-/// behind: the data was written through the same store code at that
-/// version), migrates it, and finds everything: endpoints, events with their
-/// idempotency, pending retries, and the log under every filter.
+/// behind: written through this store code, then taken back a version as
+/// the older binary would have left it), migrates it, and finds everything:
+/// endpoints, events with their idempotency, pending retries, and the log
+/// under every filter.
 #[tokio::test]
 async fn a_newer_binary_upgrades_an_older_store_without_losing_data() {
     for (name, place, scratch) in places().await {
         let old = place.latest() - 1;
-        let f = fixture(place.open(old).await.unwrap(), scratch).await;
+        let f = fixture(place.open(place.latest()).await.unwrap(), scratch).await;
         let endpoint = webhook(&f).await;
         let mut published = publish(&f, &lease("a", NOW + 1_000)).await;
         published.extend(publish(&f, &lease("a", NOW + 1_000)).await);
@@ -481,6 +528,8 @@ async fn a_newer_binary_upgrades_an_older_store_without_losing_data() {
             _scratch,
         } = f;
         drop(store);
+        place.downgrade_to(old).await;
+        assert_eq!(place.version().await, old, "{name}: the store is at the older version");
 
         let f = Fixture {
             store: place.open(place.latest()).await.unwrap(),
