@@ -20,6 +20,12 @@ use crate::{DashboardError, DashboardState};
 /// Where the picker starts when the webhook is not failing now: a day back.
 const DEFAULT_LOOKBACK_MS: i64 = 24 * 3_600_000;
 
+/// How far before the first failure the picker starts: that failure is a
+/// delivery's last attempt, made up to half a minute (the standard
+/// schedule) after its event, or later still when the receiver asked to
+/// wait; the window is over events' creation times.
+const BEFORE_FIRST_FAILURE_MS: i64 = 5 * 60_000;
+
 /// What the page says of a recover in progress, or of the last one.
 pub fn progress(recovery: &Recovery) -> String {
     match recovery.finished_at {
@@ -36,7 +42,9 @@ pub fn progress(recovery: &Recovery) -> String {
 
 /// The webhook page's card: progress of the latest recover, and the picker.
 pub fn panel(webhook: &Endpoint, latest: Option<&Recovery>, now_ms: i64) -> Markup {
-    let since = webhook.failing_since.unwrap_or(now_ms - DEFAULT_LOOKBACK_MS);
+    let since = webhook
+        .failing_since
+        .map_or(now_ms - DEFAULT_LOOKBACK_MS, |t| t - BEFORE_FIRST_FAILURE_MS);
     let running = latest.is_some_and(|r| r.finished_at.is_none());
     html! {
         section.card id="recover" {
@@ -59,7 +67,7 @@ pub fn panel(webhook: &Endpoint, latest: Option<&Recovery>, now_ms: i64) -> Mark
                     label for="recover-since" { "Events created since (UTC)" }
                     input type="datetime-local" id="recover-since" name="since" value=(utc_input(since)) required;
                     @if webhook.failing_since.is_some() {
-                        span.muted.small { "The first failure since the last success." }
+                        span.muted.small { "Five minutes before the first failure since the last success." }
                     }
                     button.btn.btn-sm.btn-secondary type="submit" id="recover-preview" { "Recover failed deliveries…" }
                 }

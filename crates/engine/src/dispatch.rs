@@ -511,8 +511,9 @@ impl Dispatcher {
                 // A webhook's failed delivery may be the one that makes its
                 // failing streak long enough.
                 let after = self.config.auto_deactivate_after;
+                let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
                 let deactivate = webhook.then(|| Deactivation::FailingSince {
-                    by_ms: ended_ms - after.as_millis() as i64,
+                    by_ms: ended_ms.saturating_sub(after_ms),
                     reason: auto_deactivation_reason(after),
                 });
                 (AttemptStatus::Failed, DeliveryNext::Failed, deactivate)

@@ -45,7 +45,12 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) {
         loop {
             let lease = engine.new_lease();
             match engine.store.claim_recovery(&lease, now_ms()).await {
-                Ok(Some(recovery)) => work(&engine, recovery, &shutdown).await,
+                // After a failed write, wait before trying again.
+                Ok(Some(recovery)) => {
+                    if !work(&engine, recovery, &shutdown).await {
+                        break;
+                    }
+                }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not look for recovers to work");
@@ -65,8 +70,9 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) {
 }
 
 /// Makes a recover's deliveries chunk by chunk until it is finished, its
-/// webhook is deactivated (it waits in the store) or the process stops.
-async fn work(engine: &Engine, recovery: Recovery, shutdown: &CancellationToken) {
+/// webhook is deactivated (it waits in the store), another process holds it
+/// or the process stops. `false` when a write failed.
+async fn work(engine: &Engine, recovery: Recovery, shutdown: &CancellationToken) -> bool {
     let size = chunk_size(engine);
     let renew_every = engine.config.lease / 3;
     let rate = engine.config.recover_rate_per_s.max(1.0);
@@ -86,7 +92,7 @@ async fn work(engine: &Engine, recovery: Recovery, shutdown: &CancellationToken)
             || tokio::time::Instant::now() < due
         {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return true,
                 _ = tokio::time::sleep(PACE) => {}
             }
             if renewed.elapsed() >= renew_every {
@@ -108,7 +114,7 @@ async fn work(engine: &Engine, recovery: Recovery, shutdown: &CancellationToken)
             Ok(chunk) => chunk,
             Err(e) => {
                 tracing::warn!(error = %e, recovery_id = %recovery.id, "could not make a recover's deliveries; it is taken up again later");
-                return;
+                return false;
             }
         };
         let made = chunk.deliveries.len();
@@ -116,11 +122,12 @@ async fn work(engine: &Engine, recovery: Recovery, shutdown: &CancellationToken)
         engine.enqueue(chunk.deliveries).await;
         if chunk.finished {
             tracing::info!(recovery_id = %recovery.id, endpoint_id = %recovery.endpoint_id, "recover finished");
-            return;
+            return true;
         }
         if made == 0 {
-            // Its webhook is deactivated: the recover waits in the store.
-            return;
+            // Its webhook is deactivated (the recover waits in the store), or
+            // another process holds it now.
+            return true;
         }
     }
 }

@@ -193,6 +193,9 @@ pub struct ServeArgs {
     pub recover_rate: f64,
 }
 
+/// The longest `HERALD_AUTO_DEACTIVATE_AFTER`: a hundred years, for "never".
+const MAX_AUTO_DEACTIVATE_AFTER: Duration = Duration::from_secs(36_500 * 86_400);
+
 /// A duration setting: a whole number with a unit, `ms`, `s`, `m`, `h` or `d`.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
@@ -299,8 +302,8 @@ impl ServeArgs {
         }
         config.auto_deactivate_after = parse_duration(&self.auto_deactivate_after)
             .map_err(|why| anyhow::anyhow!("HERALD_AUTO_DEACTIVATE_AFTER / --auto-deactivate-after: {why}"))?;
-        if config.auto_deactivate_after.is_zero() {
-            bail!("HERALD_AUTO_DEACTIVATE_AFTER / --auto-deactivate-after: must be more than 0");
+        if config.auto_deactivate_after.is_zero() || config.auto_deactivate_after > MAX_AUTO_DEACTIVATE_AFTER {
+            bail!("HERALD_AUTO_DEACTIVATE_AFTER / --auto-deactivate-after: must be more than 0 and at most 36500d");
         }
         if !(1.0..=1_000_000.0).contains(&self.recover_rate) {
             bail!("HERALD_RECOVER_RATE / --recover-rate: must be from 1 to 1,000,000 deliveries per second");

@@ -77,14 +77,17 @@ pub(crate) enum StreakMove {
 /// this way: they have their own fixed policy.
 pub(crate) fn tally<'a>(records: impl IntoIterator<Item = &'a AttemptRecord>) -> Vec<EndpointTally<'a>> {
     let mut tallies: Vec<EndpointTally<'a>> = Vec::new();
+    // Where each webhook's tally is: a batch may span thousands of webhooks.
+    let mut index: foldhash::HashMap<&'a str, usize> = foldhash::HashMap::default();
     for record in records {
         if record.endpoint_id.kind() != EndpointKind::Webhook {
             continue;
         }
         let endpoint = record.endpoint_id.as_str();
-        let at = match tallies.iter().position(|t| t.endpoint == endpoint) {
-            Some(at) => at,
+        let at = match index.get(endpoint) {
+            Some(&at) => at,
             None => {
+                index.insert(endpoint, tallies.len());
                 tallies.push(EndpointTally {
                     endpoint,
                     hours: Vec::new(),
@@ -126,11 +129,24 @@ pub(crate) fn tally<'a>(records: impl IntoIterator<Item = &'a AttemptRecord>) ->
             }
             _ => {}
         }
-        if tally.deactivate.is_none() {
-            tally.deactivate = record.deactivate.as_ref();
-        }
+        tally.deactivate = stronger(tally.deactivate, record.deactivate.as_ref());
     }
     tallies
+}
+
+/// Of two deactivations a batch asks for, the one that must hold: one asked
+/// for at once (a 410) wins; of two streak checks, the later threshold
+/// (the most recent failure's) is the one the streak must pass.
+fn stronger<'a>(kept: Option<&'a Deactivation>, new: Option<&'a Deactivation>) -> Option<&'a Deactivation> {
+    match (kept, new) {
+        (None, new) => new,
+        (kept, None) => kept,
+        (Some(Deactivation::Now(_)), _) => kept,
+        (_, Some(Deactivation::Now(_))) => new,
+        (Some(Deactivation::FailingSince { by_ms: a, .. }), Some(Deactivation::FailingSince { by_ms: b, .. })) => {
+            if b > a { new } else { kept }
+        }
+    }
 }
 
 /// The duration below which a share `q` (0..1) of an hour's attempts fell,
@@ -243,6 +259,28 @@ mod tests {
         assert_eq!(ta.failing_since(), StreakMove::Set(Some(hour + 40)));
         assert_eq!(tb.failing_since(), StreakMove::IfUnset(hour + 50));
         assert_eq!((tb.hours[0].retrying, tb.hours[0].failed), (1, 1));
+    }
+
+    #[test]
+    fn a_410_in_a_batch_deactivates_whatever_else_the_batch_asks() {
+        let a = EndpointId::generate(EndpointKind::Webhook, 0);
+        let streak = |by_ms| {
+            let mut r = record(&a, 10, AttemptStatus::Failed, 1);
+            r.deactivate = Some(Deactivation::FailingSince {
+                by_ms,
+                reason: "streak".into(),
+            });
+            r
+        };
+        let mut gone = record(&a, 20, AttemptStatus::Failed, 1);
+        gone.deactivate = Some(Deactivation::Now("410".into()));
+        let records = [streak(5), gone, streak(9)];
+        assert_eq!(tally(&records)[0].deactivate, Some(&Deactivation::Now("410".into())));
+        let records = [streak(5), streak(9), streak(7)];
+        assert!(matches!(
+            tally(&records)[0].deactivate,
+            Some(Deactivation::FailingSince { by_ms: 9, .. })
+        ));
     }
 
     #[test]

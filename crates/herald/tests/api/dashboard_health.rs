@@ -174,7 +174,7 @@ async fn recover_on_the_page_counts_first_then_sends_and_shows_progress() {
     let session = DashSession::sign_in(&app, &team).await;
     let page = session.get(&format!("/webhooks/{id}")).await.body;
     assert!(page.contains("Recover failed deliveries"));
-    assert!(page.contains("The first failure since the last success."), "the picker starts there");
+    assert!(page.contains("Five minutes before the first failure since the last success."), "the picker starts there");
     let since = page
         .split(r#"id="recover-since" name="since" value=""#)
         .nth(1)

@@ -142,7 +142,7 @@ async fn ui_recover_counts_first_then_sends_again_with_progress_in_the_live_log(
         assert!(
             ui.text("#recover")
                 .await
-                .contains("The first failure since the last success.")
+                .contains("Five minutes before the first failure since the last success.")
         );
         ui.shot("panel").await;
         ui.click("#recover-preview").await;

@@ -111,7 +111,7 @@ pub(super) async fn chunk(
     let tx = client.transaction().await.map_err(pg_error)?;
     let row = tx
         .query_opt(
-            "SELECT team_id, endpoint_id, since, until, scan_to, cursor_ts, cursor_seq, finished_at
+            "SELECT team_id, endpoint_id, since, until, scan_to, cursor_ts, cursor_seq, finished_at, locked_by, locked_until
              FROM recoveries WHERE id = $1 FOR UPDATE",
             &[&id.as_str()],
         )
@@ -122,6 +122,11 @@ pub(super) async fn chunk(
     };
     if row.get::<_, Option<i64>>(7).is_some() {
         return Ok(plan::recover_gone());
+    }
+    // Another process took it over while this one was away: it is theirs.
+    let (holder, held_until): (Option<String>, Option<i64>) = (row.get(8), row.get(9));
+    if holder.is_some_and(|h| h != lease.node) && held_until.is_some_and(|t| t >= now_ms) {
+        return Ok(plan::recover_paused());
     }
     let (team, webhook): (String, String) = (row.get(0), row.get(1));
     let [since, until, scan_to, cursor_ts, cursor_seq]: [i64; 5] =

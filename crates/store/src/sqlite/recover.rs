@@ -114,7 +114,7 @@ pub(super) fn scan_chunk(c: &Connection, id: &str, limit: usize) -> StoreResult<
 
 /// Makes the deliveries of a scanned chunk, leased to `lease`, and moves the
 /// recover past what was read, in one write, if nobody moved it since the
-/// scan (then nothing is made, and the next chunk reads again).
+/// scan and no other process holds it (then nothing is made).
 pub(super) fn write_chunk(
     c: &Connection,
     id: &str,
@@ -137,7 +137,8 @@ pub(super) fn write_chunk(
         .execute(
             "UPDATE recoveries SET cursor_ts = ?2, cursor_seq = ?3, made = made + ?4, locked_until = ?5, locked_by = ?6,
                  finished_at = CASE WHEN ?7 THEN ?8 END
-             WHERE id = ?1 AND cursor_ts = ?9 AND cursor_seq = ?10 AND finished_at IS NULL",
+             WHERE id = ?1 AND cursor_ts = ?9 AND cursor_seq = ?10 AND finished_at IS NULL
+                 AND (locked_by = ?6 OR locked_until IS NULL OR locked_until < ?8)",
             params![
                 id,
                 cursor.0,
