@@ -200,7 +200,20 @@ pub async fn rotate_secret(
             format!("must be from 0 to {MAX_ROTATION_GRACE_S} (7 days)"),
         )));
     }
-    let expires_at = herald_engine::now_ms() + grace * 1000;
+    let now = herald_engine::now_ms();
+    // Only one previous secret is kept: rotating again within a grace would
+    // drop the first secret before its promised time. With no grace, every
+    // old secret goes at once, as after a leak.
+    let current = state.store.get_endpoint(&team, &id).await.map_err(not_found)?;
+    if let Some(previous) = current.previous_secret.as_ref().filter(|p| p.in_grace(now))
+        && grace > 0
+    {
+        return Err(ApiError::Conflict(format!(
+            "the previous secret still signs until {}; rotate again after that, or with graceSeconds 0 to drop every old secret now",
+            previous.expires_at_ms
+        )));
+    }
+    let expires_at = now + grace * 1000;
     let webhook = state
         .store
         .rotate_secret(&team, &id, &Secret::generate(), expires_at)

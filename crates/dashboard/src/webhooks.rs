@@ -366,7 +366,16 @@ pub async fn rotate_secret(
         .and_then(|raw| raw.parse::<i64>().ok())
         .filter(|g| (0..=MAX_ROTATION_GRACE_S).contains(g))
         .ok_or_else(|| DashboardError::BadRequest("choose a grace period from the list".into()))?;
-    let expires_at = state.settings.clock.now_ms() + grace * 1000;
+    let now = state.settings.clock.now_ms();
+    // One previous secret is kept: a second rotation within the grace would
+    // drop the first before its time (as in the API).
+    if grace > 0 && webhook.previous_secret.as_ref().is_some_and(|p| p.in_grace(now)) {
+        return Ok(Redirect::to(&format!(
+            "/webhooks/{}?notice=rotate-in-grace",
+            webhook.id
+        )));
+    }
+    let expires_at = now + grace * 1000;
     state
         .store
         .rotate_secret(&session.team, &webhook.id, &Secret::generate(), expires_at)
@@ -606,6 +615,10 @@ fn notice_for(name: Option<&str>) -> Markup {
         ),
         Some("recover-running") => (
             "A recover of this webhook is still running; wait for it to finish.",
+            true,
+        ),
+        Some("rotate-in-grace") => (
+            "The previous secret still signs until its grace period ends: rotate again after that, or choose None to drop every old secret now.",
             true,
         ),
         Some("rotated") => (

@@ -147,6 +147,14 @@ async fn rotate_on_the_page_makes_a_new_secret_and_says_until_when_the_old_one_s
     let got = receiver.next(WAIT).await.expect("delivery");
     let signatures: Vec<String> = got.header("webhook-signature").split(' ').map(str::to_owned).collect();
     assert_eq!(signatures, [expected_signature(new, &got), expected_signature(old, &got)]);
+
+    // Again within the grace: refused with a reason, the secret unchanged.
+    let again = session.post(&path, &[("grace", "3600")], Some(&session.csrf), Some(&origin)).await;
+    assert_eq!(again.headers["location"], format!("/webhooks/{id}?notice=rotate-in-grace").as_str());
+    let (_, same) = app.get(&format!("/api/v1/webhooks/{id}"), &team.key).await;
+    assert_eq!(same["secret"], new);
+    let page = session.get(&format!("/webhooks/{id}?notice=rotate-in-grace")).await.body;
+    assert!(page.contains("The previous secret still signs until its grace period ends"));
 }
 }
 

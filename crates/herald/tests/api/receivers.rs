@@ -179,7 +179,15 @@ async fn a_rotated_secret_signs_first_and_the_old_one_second_until_the_grace_end
     assert_eq!(after.header("webhook-signature"), expected_signature(&new, &after));
     assert!(!signature_is_valid(&old, &after));
 
-    // No grace: the old secret is dropped at once.
+    // A second rotation within a grace would drop the first secret early:
+    // refused, unless it asks for no grace at all.
+    let (status, _) = app.post(&rotate, &team.key, json!({"graceSeconds": 3600})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = app.post(&rotate, &team.key, json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("graceSeconds 0"), "{body}");
+
+    // No grace: every old secret is dropped at once.
     let (status, again) = app.post(&rotate, &team.key, json!({"graceSeconds": 0})).await;
     assert_eq!(status, StatusCode::OK, "{again}");
     let newest = again["secret"].as_str().unwrap();
