@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use herald_domain::ValidationError;
 use herald_store::HourStats;
-use herald_store::health::{HOUR_MS, fill_hours, hour_of, quantile_ms};
+use herald_store::health::{fill_hours, first_hour, quantile_ms};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -55,7 +55,7 @@ pub async fn hourly(
     hours: i64,
     now_ms: i64,
 ) -> Result<Vec<HourStats>, ApiError> {
-    let from = hour_of(now_ms) - (hours - 1) * HOUR_MS;
+    let from = first_hour(now_ms, hours);
     let stored = state
         .store
         .webhook_stats(team, id, from)

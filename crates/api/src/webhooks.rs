@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use herald_domain::ValidationError;
 use herald_domain::ids::{EndpointId, EndpointKind, EventId};
-use herald_domain::signing::{DEFAULT_ROTATION_GRACE_S, MAX_ROTATION_GRACE_S, Secret};
+use herald_domain::signing::{DEFAULT_ROTATION_GRACE_S, MAX_ROTATION_GRACE_S, Secret, may_rotate};
 use herald_domain::target::TargetError;
 use herald_domain::webhook::{
     EndpointStatus, UrlRefused, check_event_types, check_name, check_status, check_webhook_url,
@@ -201,16 +201,10 @@ pub async fn rotate_secret(
         )));
     }
     let now = herald_engine::now_ms();
-    // Only one previous secret is kept: rotating again within a grace would
-    // drop the first secret before its promised time. With no grace, every
-    // old secret goes at once, as after a leak.
     let current = state.store.get_endpoint(&team, &id).await.map_err(not_found)?;
-    if let Some(previous) = current.previous_secret.as_ref().filter(|p| p.in_grace(now))
-        && grace > 0
-    {
+    if let Err(until) = may_rotate(current.previous_secret.as_ref(), grace, now) {
         return Err(ApiError::Conflict(format!(
-            "the previous secret still signs until {}; rotate again after that, or with graceSeconds 0 to drop every old secret now",
-            previous.expires_at_ms
+            "the previous secret still signs until {until}; rotate again after that, or with graceSeconds 0 to drop every old secret now"
         )));
     }
     let expires_at = now + grace * 1000;
@@ -249,23 +243,8 @@ pub async fn recover(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = parse_id(&id)?;
     let now = herald_engine::now_ms();
-    let until = body.until.unwrap_or(now);
-    if body.since < 0 {
-        return Err(ApiError::invalid(ValidationError::new(
-            "since",
-            "must be a Unix time in milliseconds",
-        )));
-    }
-    if until <= body.since {
-        return Err(ApiError::invalid(ValidationError::new(
-            "until",
-            "must be after `since`",
-        )));
-    }
-    let window = RecoverWindow {
-        since_ms: body.since,
-        until_ms: until,
-    };
+    let window = RecoverWindow::new(body.since, body.until.unwrap_or(now))
+        .map_err(|(field, why)| ApiError::invalid(ValidationError::new(field, why)))?;
     match state.store.recover(&team, &id, window, now).await? {
         RecoverOutcome::Created(recovery) => {
             state.engine.recover_requested();

@@ -6,7 +6,7 @@
 
 use herald_domain::ids::{EndpointId, TeamId};
 use herald_domain::webhook::EndpointStatus;
-use herald_store::health::{HOUR_MS, fill_hours, hour_of, quantile_ms};
+use herald_store::health::{fill_hours, first_hour, quantile_ms};
 use herald_store::{Endpoint, HourStats};
 use maud::{Markup, html};
 
@@ -23,7 +23,7 @@ pub async fn last_day(
     team: &TeamId,
     id: &EndpointId,
 ) -> Result<Vec<HourStats>, DashboardError> {
-    let from = hour_of(state.settings.clock.now_ms()) - (HOURS - 1) * HOUR_MS;
+    let from = first_hour(state.settings.clock.now_ms(), HOURS);
     let stored = state.store.webhook_stats(team, id, from).await?;
     Ok(fill_hours(stored, from, HOURS))
 }

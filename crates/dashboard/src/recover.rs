@@ -160,13 +160,8 @@ pub async fn start(
             "the recover's time window is missing".into(),
         ));
     };
-    if since < 0 || until <= since {
-        return Err(DashboardError::BadRequest("the recover's time window is empty".into()));
-    }
-    let window = RecoverWindow {
-        since_ms: since,
-        until_ms: until,
-    };
+    let window = RecoverWindow::new(since, until)
+        .map_err(|_| DashboardError::BadRequest("the recover's time window is empty".into()))?;
     let now = state.settings.clock.now_ms();
     let notice = match state.store.recover(&session.team, &webhook.id, window, now).await? {
         RecoverOutcome::Created(_) => {

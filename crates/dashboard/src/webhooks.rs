@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use bytes::Bytes;
 use herald_domain::event::{EventType, sample_meeting_completed, team_event_body};
 use herald_domain::ids::{AttemptId, EndpointId, EndpointKind, EventId};
-use herald_domain::signing::{DEFAULT_ROTATION_GRACE_S, MAX_ROTATION_GRACE_S, Secret};
+use herald_domain::signing::{DEFAULT_ROTATION_GRACE_S, MAX_ROTATION_GRACE_S, Secret, may_rotate};
 use herald_domain::webhook::{EndpointStatus, check_event_types, check_name, check_status, check_webhook_url};
 use herald_store::{Endpoint, ManualOutcome, NewEvent, WebhookPatch};
 use maud::{Markup, html};
@@ -367,9 +367,7 @@ pub async fn rotate_secret(
         .filter(|g| (0..=MAX_ROTATION_GRACE_S).contains(g))
         .ok_or_else(|| DashboardError::BadRequest("choose a grace period from the list".into()))?;
     let now = state.settings.clock.now_ms();
-    // One previous secret is kept: a second rotation within the grace would
-    // drop the first before its time (as in the API).
-    if grace > 0 && webhook.previous_secret.as_ref().is_some_and(|p| p.in_grace(now)) {
+    if may_rotate(webhook.previous_secret.as_ref(), grace, now).is_err() {
         return Ok(Redirect::to(&format!(
             "/webhooks/{}?notice=rotate-in-grace",
             webhook.id

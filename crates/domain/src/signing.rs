@@ -67,6 +67,17 @@ impl PreviousSecret {
     }
 }
 
+/// Whether a rotation with a grace of `grace_s` may replace the current
+/// secret at `now_ms`. One previous secret is kept, so while one is still in
+/// its grace only a rotation with no grace (which drops every old secret at
+/// once, as after a leak) may go ahead; `Err` says until when it signs.
+pub fn may_rotate(previous: Option<&PreviousSecret>, grace_s: i64, now_ms: i64) -> Result<(), i64> {
+    match previous.filter(|p| p.in_grace(now_ms)) {
+        Some(previous) if grace_s > 0 => Err(previous.expires_at_ms),
+        _ => Ok(()),
+    }
+}
+
 /// How long a rotated-out secret keeps signing unless the rotation says.
 pub const DEFAULT_ROTATION_GRACE_S: i64 = 86_400;
 /// The longest grace a rotation may give: 7 days.
@@ -116,6 +127,18 @@ mod tests {
             br#"{"test": 2432232314}"#,
         );
         assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn a_rotation_within_a_grace_needs_no_grace_of_its_own() {
+        let previous = PreviousSecret {
+            secret: Secret::generate(),
+            expires_at_ms: 1_000,
+        };
+        assert_eq!(may_rotate(Some(&previous), 3_600, 999), Err(1_000));
+        assert_eq!(may_rotate(Some(&previous), 0, 999), Ok(()));
+        assert_eq!(may_rotate(Some(&previous), 3_600, 1_000), Ok(()));
+        assert_eq!(may_rotate(None, 3_600, 0), Ok(()));
     }
 
     #[test]

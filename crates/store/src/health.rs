@@ -23,6 +23,12 @@ pub const DURATION_BUCKETS_MS: [i64; DURATION_BUCKETS - 1] = [
 /// An hour in milliseconds: the width of a stats bucket.
 pub const HOUR_MS: i64 = 3_600_000;
 
+/// The start of the first of `hours` hours that end with the one `now_ms`
+/// falls in: where a webhook's recent stats begin.
+pub fn first_hour(now_ms: i64, hours: i64) -> i64 {
+    hour_of(now_ms) - (hours - 1) * HOUR_MS
+}
+
 /// The start of the hour `at_ms` falls in.
 pub fn hour_of(at_ms: i64) -> i64 {
     at_ms.div_euclid(HOUR_MS) * HOUR_MS

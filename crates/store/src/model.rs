@@ -380,6 +380,19 @@ pub struct RecoverWindow {
     pub until_ms: i64,
 }
 
+impl RecoverWindow {
+    /// A window that can hold events; `Err` names the bound at fault and why.
+    pub fn new(since_ms: i64, until_ms: i64) -> Result<Self, (&'static str, &'static str)> {
+        if since_ms < 0 {
+            return Err(("since", "must be a Unix time in milliseconds"));
+        }
+        if until_ms <= since_ms {
+            return Err(("until", "must be after `since`"));
+        }
+        Ok(Self { since_ms, until_ms })
+    }
+}
+
 /// What asking for a recover came to.
 #[derive(Debug)]
 pub enum RecoverOutcome {
