@@ -267,8 +267,9 @@ pub trait Queue: Send + Sync {
     ) -> StoreResult<Vec<ClaimedDelivery>>;
 
     /// Leases the oldest open recover of an active webhook that no other
-    /// process holds (or this one held before a restart).
-    async fn claim_recovery(&self, lease: &Lease, now_ms: i64) -> StoreResult<Option<Recovery>>;
+    /// process holds (or this one held before a restart), leaving out those
+    /// in `held`: the ones this process works already.
+    async fn claim_recovery(&self, lease: &Lease, now_ms: i64, held: &[RecoveryId]) -> StoreResult<Option<Recovery>>;
 
     /// Makes a held recover's next (up to `limit`) manual deliveries, leased
     /// to the caller, moves it past them and renews its lease, in one write.

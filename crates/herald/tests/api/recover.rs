@@ -204,3 +204,52 @@ async fn a_recover_cut_short_by_a_restart_finishes_after_it() {
     }
 }
 }
+
+on_every_store! {
+/// Recovers of different teams take turns: a small one asked for while a
+/// long one runs is done long before the long one, and both send each
+/// event once.
+async fn a_long_recover_does_not_keep_another_teams_waiting() {
+    let app = spawn_app_with(|c| {
+        c.endpoint_concurrency = 4;
+        // 16 deliveries a chunk, one chunk every 0.8 s for all recovers.
+        c.recover_rate_per_s = 20.0;
+    })
+    .await;
+    let receiver = TestReceiver::start().await;
+    receiver.answer_always(Answer::Status(500));
+    let (long_team, short_team) = (app.create_team().await, app.create_team().await);
+    let long = id(&app.create_webhook(&long_team, &receiver.url("/long")).await);
+    let short = id(&app.create_webhook(&short_team, &receiver.url("/short")).await);
+    let long_events = fail_events(&app, &long_team, &long, "l", 60).await;
+    let short_events = fail_events(&app, &short_team, &short, "s", 4).await;
+
+    receiver.answer_always(Answer::Status(204));
+    forget(&receiver).await;
+    let (status, answer) = app.post(&format!("/api/v1/webhooks/{long}/recover"), &long_team.key, json!({"since": 0})).await;
+    assert_eq!((status, answer), (StatusCode::ACCEPTED, json!({"count": 60})));
+    let (status, answer) = app.post(&format!("/api/v1/webhooks/{short}/recover"), &short_team.key, json!({"since": 0})).await;
+    assert_eq!((status, answer), (StatusCode::ACCEPTED, json!({"count": 4})));
+
+    let (mut long_got, mut short_got) = (HashMap::<String, usize>::new(), HashMap::<String, usize>::new());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut long_when_short_done = None;
+    while long_got.len() < 60 || short_got.len() < 4 {
+        assert!(Instant::now() < deadline, "{} and {} recovered", long_got.len(), short_got.len());
+        let Some(r) = receiver.next(Duration::from_millis(500)).await else { continue };
+        let got = if r.path_and_query.starts_with("/long") { &mut long_got } else { &mut short_got };
+        *got.entry(r.header("webhook-id").to_owned()).or_default() += 1;
+        if short_got.len() == 4 && long_when_short_done.is_none() {
+            long_when_short_done = Some(long_got.len());
+        }
+    }
+    // At 20 a second the long recover takes at least 2.4 s; the short one
+    // got its turn after the long one's first chunk or two.
+    let long_then = long_when_short_done.expect("the short recover finished");
+    assert!(long_then < 60, "the short recover waited for the long one ({long_then} of 60 sent first)");
+    receiver.assert_quiet(Duration::from_millis(300)).await;
+    assert_eq!(long_got.keys().cloned().collect::<HashSet<_>>(), long_events.iter().map(id).collect());
+    assert_eq!(short_got.keys().cloned().collect::<HashSet<_>>(), short_events.iter().map(id).collect());
+    assert!(long_got.values().chain(short_got.values()).all(|n| *n == 1), "each event once");
+}
+}

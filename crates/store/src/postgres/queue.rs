@@ -208,8 +208,8 @@ impl Queue for PgStore {
         Ok(row.get(0))
     }
 
-    async fn claim_recovery(&self, lease: &Lease, now_ms: i64) -> StoreResult<Option<Recovery>> {
-        recover::claim(self, lease, now_ms).await
+    async fn claim_recovery(&self, lease: &Lease, now_ms: i64, held: &[RecoveryId]) -> StoreResult<Option<Recovery>> {
+        recover::claim(self, lease, now_ms, held).await
     }
 
     async fn recover_chunk(

@@ -76,7 +76,13 @@ async fn owned(client: &impl deadpool_postgres::GenericClient, team: &str, webho
         .ok_or(StoreError::NotFound)
 }
 
-pub(super) async fn claim(store: &PgStore, lease: &Lease, now_ms: i64) -> StoreResult<Option<Recovery>> {
+pub(super) async fn claim(
+    store: &PgStore,
+    lease: &Lease,
+    now_ms: i64,
+    held: &[RecoveryId],
+) -> StoreResult<Option<Recovery>> {
+    let held: Vec<&str> = held.iter().map(RecoveryId::as_str).collect();
     let columns: Vec<String> = RECOVERY_COLUMNS.split(", ").map(|c| format!("r.{c}")).collect();
     let row = store
         .client()
@@ -88,12 +94,13 @@ pub(super) async fn claim(store: &PgStore, lease: &Lease, now_ms: i64) -> StoreR
                      SELECT q.id FROM recoveries q JOIN endpoints e ON e.id = q.endpoint_id
                      WHERE q.finished_at IS NULL AND e.status = 'active'
                        AND (q.locked_until IS NULL OR q.locked_until < $3 OR q.locked_by = $2)
+                       AND NOT (q.id = ANY($4))
                      ORDER BY q.created_at LIMIT 1
                      FOR UPDATE OF q SKIP LOCKED)
                  RETURNING {}",
                 columns.join(", ")
             ),
-            &[&lease.until_ms, &lease.node, &now_ms],
+            &[&lease.until_ms, &lease.node, &now_ms, &held],
         )
         .await
         .map_err(pg_error)?;

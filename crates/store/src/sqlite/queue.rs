@@ -234,9 +234,10 @@ impl Queue for SqliteStore {
             .await
     }
 
-    async fn claim_recovery(&self, lease: &Lease, now_ms: i64) -> StoreResult<Option<Recovery>> {
+    async fn claim_recovery(&self, lease: &Lease, now_ms: i64, held: &[RecoveryId]) -> StoreResult<Option<Recovery>> {
         let lease = lease.clone();
-        self.conns.write(move |c| claim_in(c, &lease, now_ms)).await
+        let held: Vec<String> = held.iter().map(|id| id.as_str().to_owned()).collect();
+        self.conns.write(move |c| claim_in(c, &lease, now_ms, &held)).await
     }
 
     async fn recover_chunk(

@@ -266,7 +266,7 @@ impl Recovering for SqliteStore {
 
 /// An open recover of an active webhook that no other process holds, now
 /// leased to `lease`: the oldest first.
-pub(super) fn claim_in(c: &Connection, lease: &Lease, now_ms: i64) -> StoreResult<Option<Recovery>> {
+pub(super) fn claim_in(c: &Connection, lease: &Lease, now_ms: i64, held: &[String]) -> StoreResult<Option<Recovery>> {
     static SQL: OnceLock<String> = OnceLock::new();
     let sql = SQL.get_or_init(|| {
         let columns: Vec<String> = RECOVERY_COLUMNS.split(", ").map(|col| format!("r.{col}")).collect();
@@ -274,13 +274,17 @@ pub(super) fn claim_in(c: &Connection, lease: &Lease, now_ms: i64) -> StoreResul
             "SELECT {} FROM recoveries r JOIN endpoints e ON e.id = r.endpoint_id
              WHERE r.finished_at IS NULL AND e.status = 'active'
                AND (r.locked_until IS NULL OR r.locked_until < ?1 OR r.locked_by = ?2)
+               AND r.id NOT IN (SELECT value FROM json_each(?3))
              ORDER BY r.created_at LIMIT 1",
             columns.join(", ")
         )
     });
     let found = c
         .prepare_cached(sql)
-        .and_then(|mut s| s.query_row(params![now_ms, lease.node], recovery_from_row).optional())
+        .and_then(|mut s| {
+            s.query_row(params![now_ms, lease.node, held_json(held)], recovery_from_row)
+                .optional()
+        })
         .map_err(internal)?;
     if let Some(recovery) = &found {
         c.execute(
@@ -290,4 +294,9 @@ pub(super) fn claim_in(c: &Connection, lease: &Lease, now_ms: i64) -> StoreResul
         .map_err(internal)?;
     }
     Ok(found)
+}
+
+/// The ids as a JSON array, which `json_each` reads as a list.
+fn held_json(held: &[String]) -> String {
+    serde_json::to_string(held).unwrap_or_else(|_| "[]".to_owned())
 }
