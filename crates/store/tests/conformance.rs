@@ -85,6 +85,14 @@ impl Place {
         }
     }
 
+    /// Runs `sql` beside the store, as an operator (or an accident) would.
+    async fn execute(&self, sql: &str) {
+        match self {
+            Place::Sqlite(path) => rusqlite::Connection::open(path).unwrap().execute_batch(sql).unwrap(),
+            Place::Postgres(url) => pg_client(url).await.batch_execute(sql).await.unwrap(),
+        }
+    }
+
     /// The `request_headers` column of `event`'s attempt as stored, after
     /// setting it to `set` if given (as an older binary wrote it).
     async fn stored_request_headers(&self, event: &EventId, set: Option<&str>) -> String {
@@ -879,6 +887,127 @@ async fn publishes_and_records_that_arrive_together_are_answered_one_by_one() {
             left,
             ["evt_clash", "evt_twice"],
             "{name}: the recorded deliveries ended"
+        );
+    }
+}
+
+/// An attempt and what it changes in its webhook's health (hourly stats,
+/// failing streak, a 410's deactivation) are written together or not at
+/// all: while the stats table cannot be written, the record fails and
+/// leaves no log row and an active webhook (its delivery is tried again
+/// when its lease runs out); once it can, the same record is kept with all
+/// of it.
+#[tokio::test]
+async fn an_attempt_and_its_webhooks_health_are_written_together_or_not_at_all() {
+    for (name, place, scratch) in places().await {
+        let f = fixture(place.open(place.latest()).await.unwrap(), scratch).await;
+        let endpoint = webhook(&f).await;
+        let delivered = publish(&f, &lease("a", NOW + 1_000)).await;
+        let gone = AttemptRecord {
+            status: herald_domain::attempt::AttemptStatus::Failed,
+            deactivate: Some(Deactivation::Now("it answered 410 Gone".into())),
+            ..record(&delivered[0], DeliveryNext::Failed, None)
+        };
+        place
+            .execute("ALTER TABLE endpoint_stats RENAME TO endpoint_stats_away")
+            .await;
+        assert!(f.store.record_attempt(gone.clone()).await.is_err(), "{name}");
+        assert_eq!(
+            place.rows_of("attempts", &endpoint).await,
+            0,
+            "{name}: no log row without its stats"
+        );
+        let webhook = f.store.get_endpoint(&f.team, &endpoint).await.unwrap();
+        assert_eq!(webhook.status, EndpointStatus::Active, "{name}");
+
+        place
+            .execute("ALTER TABLE endpoint_stats_away RENAME TO endpoint_stats")
+            .await;
+        let recorded = f.store.record_attempt(gone).await.unwrap();
+        assert!(recorded.deactivated, "{name}");
+        assert_eq!(place.rows_of("attempts", &endpoint).await, 1, "{name}");
+        assert_eq!(place.rows_of("endpoint_stats", &endpoint).await, 1, "{name}");
+        let webhook = f.store.get_endpoint(&f.team, &endpoint).await.unwrap();
+        assert_eq!(webhook.status, EndpointStatus::Deactivated, "{name}");
+        assert_eq!(
+            webhook.deactivated_reason.as_deref(),
+            Some("it answered 410 Gone"),
+            "{name}"
+        );
+    }
+}
+
+/// PostgreSQL: schema 7's index over `deliveries` is built while the other
+/// nodes go on writing (`CREATE INDEX CONCURRENTLY`, after the migration's
+/// transaction): with a writer's transaction open, the upgrade waits for
+/// it, and another write meanwhile is not held up behind the upgrade. An
+/// index left invalid by a build cut short is built again on the next start.
+#[tokio::test]
+async fn a_postgres_upgrade_builds_its_index_without_stopping_writes() {
+    for (name, place, scratch) in places().await {
+        let Place::Postgres(url) = &place else { continue };
+        let f = fixture(place.open(place.latest()).await.unwrap(), scratch).await;
+        webhook(&f).await;
+        webhook(&f).await;
+        for _ in 0..3 {
+            publish(&f, &lease("a", NOW + 1_000)).await;
+        }
+        place.downgrade_to(place.latest() - 1).await;
+
+        // An old node's write, in a transaction still open.
+        let old_node = pg_client(url).await;
+        old_node
+            .batch_execute(
+                "BEGIN; UPDATE deliveries SET attempts = attempts WHERE seq = (SELECT min(seq) FROM deliveries)",
+            )
+            .await
+            .unwrap();
+        let upgrade = tokio::spawn({
+            let url = url.clone();
+            async move { PgStore::open_at_schema(&url, 2, herald_store::postgres::latest_version()).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        // Another old node writes meanwhile; a plain CREATE INDEX, queued
+        // behind the open transaction, would hold this write up too.
+        let other = pg_client(url).await;
+        other.batch_execute("SET statement_timeout = '3s'").await.unwrap();
+        let written = other
+            .execute(
+                "UPDATE deliveries SET attempts = attempts WHERE seq = (SELECT max(seq) FROM deliveries)",
+                &[],
+            )
+            .await;
+        assert!(written.is_ok(), "{name}: a write waited for the upgrade: {written:?}");
+        assert!(
+            !upgrade.is_finished(),
+            "{name}: the index was built before the open transaction ended"
+        );
+        old_node.batch_execute("COMMIT").await.unwrap();
+        drop(upgrade.await.unwrap().unwrap());
+        let index = "SELECT indisvalid, pg_get_indexdef(indexrelid) FROM pg_index WHERE indexrelid = to_regclass('deliveries_manual')";
+        let row = other.query_one(index, &[]).await.unwrap();
+        assert!(row.get::<_, bool>(0), "{name}");
+        assert!(row.get::<_, String>(1).contains("WHERE manual"), "{name}");
+
+        // A build cut short leaves an invalid index (here: a unique one that
+        // the rows break); the next start drops it and builds the right one.
+        other.batch_execute("DROP INDEX deliveries_manual").await.unwrap();
+        let broken = other
+            .batch_execute("CREATE UNIQUE INDEX CONCURRENTLY deliveries_manual ON deliveries(endpoint_id)")
+            .await;
+        assert!(broken.is_err(), "{name}: the endpoints have several deliveries each");
+        let row = other.query_one(index, &[]).await.unwrap();
+        assert!(
+            !row.get::<_, bool>(0),
+            "{name}: the cut-short build left an invalid index"
+        );
+        drop(place.open(place.latest()).await.unwrap());
+        let row = other.query_one(index, &[]).await.unwrap();
+        assert!(row.get::<_, bool>(0), "{name}: valid again");
+        assert!(
+            row.get::<_, String>(1).contains("WHERE manual"),
+            "{name}: {}",
+            row.get::<_, String>(1)
         );
     }
 }

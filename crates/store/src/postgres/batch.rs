@@ -12,9 +12,9 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use herald_domain::ids::DeliveryId;
 
+use super::webhook_health as health;
 use super::{existing_event, pg_error, pool_error, previous_secret_from, secret_from};
 use crate::codec::{delivery_move, headers_json, request_headers_stored};
-use crate::health::{self, StreakMove};
 use crate::model::*;
 use crate::plan::{self, split_unique};
 use crate::records::{Flush, RecordQueue, Unrun};
@@ -262,29 +262,13 @@ impl Flush for PgFlush {
         let (pool, turn) = (self.pool.clone(), Arc::clone(&self.turn));
         tokio::spawn(async move {
             let _turn = turn.lock().await;
-            let mut written = Vec::new();
             for mut part in split_unique(unrun.run(), |(record, _)| record.delivery.0) {
                 while !part.is_empty() {
                     let rest = part.split_off(part.len().min(RECORD_BATCH));
-                    let result = record_batch(&pool, &part).await;
-                    written.push((part, result));
+                    let written = write_records(&pool, &part).await;
+                    crate::records::answer(part, &written);
                     part = rest;
                 }
-            }
-            // The health of what was written, after it: a failure here costs
-            // the stats of these attempts, not the attempts.
-            let mut recorded: Vec<&AttemptRecord> = Vec::new();
-            for (part, result) in &written {
-                if result.is_ok() {
-                    recorded.extend(part.iter().map(|(record, _)| record));
-                }
-            }
-            let deactivated = account_health(&pool, &recorded).await.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "could not count attempts in their webhooks' health");
-                Vec::new()
-            });
-            for (part, result) in written {
-                crate::records::answer(part, &result.map(|()| deactivated.clone()));
             }
         });
         Ok(())
@@ -316,9 +300,45 @@ const RECORD_SQL: &str = "
     FROM input r JOIN moved ON moved.seq = r.delivery
     ORDER BY r.n";
 
-async fn record_batch(pool: &Pool, batch: &[RecordJob]) -> StoreResult<()> {
-    let client = pool.get().await.map_err(pool_error)?;
-    let statement = client.prepare_cached(RECORD_SQL).await.map_err(pg_error)?;
+/// How many times a part of a drain is written before its records hear the
+/// error (their deliveries are then tried again when their leases run out).
+const RECORD_TRIES: usize = 4;
+
+/// Writes part of a drain in one transaction: the records, then what they
+/// change in their webhooks' health (hourly stats, failing streak,
+/// deactivation, [`health`]), so that all of it is kept or none. Returns
+/// the webhooks it deactivated. A deadlock or serialization failure is
+/// tried again.
+async fn write_records(pool: &Pool, part: &[RecordJob]) -> StoreResult<Vec<String>> {
+    let mut tallies = crate::health::tally(part.iter().map(|(record, _)| record));
+    tallies.sort_by(|a, b| a.endpoint.cmp(b.endpoint));
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let mut client = pool.get().await.map_err(pool_error)?;
+        let written = async {
+            let tx = client.transaction().await?;
+            health::lock_webhooks(&tx, &tallies).await?;
+            record_batch(&tx, part).await?;
+            let deactivated = health::account(&tx, &tallies).await?;
+            tx.commit().await?;
+            Ok(deactivated)
+        }
+        .await;
+        match written {
+            Err(e) if tries < RECORD_TRIES && health::is_conflict(&e) => {
+                tracing::debug!(error = %e, "attempt records met another transaction; writing them again");
+            }
+            written => return written.map_err(pg_error),
+        }
+    }
+}
+
+async fn record_batch(
+    tx: &deadpool_postgres::Transaction<'_>,
+    batch: &[RecordJob],
+) -> Result<(), tokio_postgres::Error> {
+    let statement = tx.prepare_cached(RECORD_SQL).await?;
     let records = || batch.iter().map(|(record, _)| record);
     let moves: Vec<(&str, i64)> = records().map(delivery_move).collect();
     let states: Vec<&str> = moves.iter().map(|m| m.0).collect();
@@ -348,147 +368,30 @@ async fn record_batch(pool: &Pool, batch: &[RecordJob]) -> StoreResult<()> {
         .map(|r| r.response.as_ref().map(|x| x.body.as_slice()))
         .collect();
     let errors: Vec<Option<&str>> = records().map(|r| r.error.as_deref()).collect();
-    client
-        .execute(
-            &statement,
-            &[
-                &states,
-                &attempt,
-                &next_at,
-                &keep_until,
-                &delivery,
-                &ids,
-                &teams,
-                &endpoints,
-                &events,
-                &types,
-                &timestamps,
-                &statuses,
-                &durations,
-                &urls,
-                &request_headers,
-                &response_status,
-                &response_headers,
-                &response_body,
-                &errors,
-            ],
-        )
-        .await
-        .map_err(pg_error)
-        .map(|_| ())
-}
-
-/// The upsert of a drain's (webhook, hour) counts, one row per element of
-/// its arrays: webhook, hour, counts by status, the longest attempt, then
-/// one array per duration bucket.
-fn stats_upsert_sql() -> String {
-    let buckets: Vec<String> = (0..health::DURATION_BUCKETS).map(|i| format!("d{i}")).collect();
-    let arrays: Vec<String> = (1..=6 + health::DURATION_BUCKETS)
-        .map(|i| format!("${i}::{}[]", if i == 1 { "text" } else { "bigint" }))
-        .collect();
-    let added: Vec<String> = ["success", "retrying", "failed"]
-        .iter()
-        .map(|c| c.to_string())
-        .chain(buckets.iter().cloned())
-        .map(|c| format!("{c} = s.{c} + excluded.{c}"))
-        .collect();
-    format!(
-        "INSERT INTO endpoint_stats AS s (endpoint_id, hour, success, retrying, failed, max_ms, {})
-         SELECT * FROM unnest({})
-         ON CONFLICT (endpoint_id, hour) DO UPDATE SET {}, max_ms = GREATEST(s.max_ms, excluded.max_ms)",
-        buckets.join(", "),
-        arrays.join(", "),
-        added.join(", ")
+    tx.execute(
+        &statement,
+        &[
+            &states,
+            &attempt,
+            &next_at,
+            &keep_until,
+            &delivery,
+            &ids,
+            &teams,
+            &endpoints,
+            &events,
+            &types,
+            &timestamps,
+            &statuses,
+            &durations,
+            &urls,
+            &request_headers,
+            &response_status,
+            &response_headers,
+            &response_body,
+            &errors,
+        ],
     )
-}
-
-/// Moves each webhook's failing streak as [`StreakMove`] says (`reset`
-/// sets it to `at`, else `at` only starts one), writing only what changes.
-const FAILING_SINCE_SQL: &str = "
-    UPDATE endpoints e SET failing_since = CASE WHEN u.reset THEN u.at ELSE COALESCE(e.failing_since, u.at) END
-    FROM unnest($1::text[], $2::bool[], $3::bigint[]) AS u(id, reset, at)
-    WHERE e.id = u.id
-        AND e.failing_since IS DISTINCT FROM (CASE WHEN u.reset THEN u.at ELSE COALESCE(e.failing_since, u.at) END)";
-
-const DEACTIVATE_SQL: &str = "
-    UPDATE endpoints SET status = 'deactivated', deactivated_reason = $2
-    WHERE id = $1 AND status = 'active' AND ($3::bigint IS NULL OR failing_since <= $3)";
-
-/// Counts a drain's webhook attempts in their hourly stats, moves each
-/// webhook's failing streak, and deactivates the webhooks its records ask
-/// to ([`health::tally`]); returns the ids of those deactivated. Rows are
-/// written in (webhook, hour) order, so two nodes' drains lock them in the
-/// same order.
-async fn account_health(pool: &Pool, records: &[&AttemptRecord]) -> StoreResult<Vec<String>> {
-    let mut tallies = health::tally(records.iter().copied());
-    if tallies.is_empty() {
-        return Ok(Vec::new());
-    }
-    tallies.sort_by(|a, b| a.endpoint.cmp(b.endpoint));
-    let client = pool.get().await.map_err(pool_error)?;
-    let hours: Vec<(&str, &HourStats)> = tallies
-        .iter()
-        .flat_map(|t| {
-            let mut hours: Vec<&HourStats> = t.hours.iter().collect();
-            hours.sort_by_key(|h| h.start_ms);
-            hours.into_iter().map(move |h| (t.endpoint, h))
-        })
-        .collect();
-    let endpoints: Vec<&str> = hours.iter().map(|(e, _)| *e).collect();
-    let column = |f: &dyn Fn(&HourStats) -> i64| -> Vec<i64> { hours.iter().map(|(_, h)| f(h)).collect() };
-    let mut columns: Vec<Vec<i64>> = vec![
-        column(&|h| h.start_ms),
-        column(&|h| h.success),
-        column(&|h| h.retrying),
-        column(&|h| h.failed),
-        column(&|h| h.max_ms),
-    ];
-    for i in 0..health::DURATION_BUCKETS {
-        columns.push(column(&|h| h.durations[i]));
-    }
-    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&endpoints];
-    params.extend(columns.iter().map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync)));
-    static STATS_SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let upsert = client
-        .prepare_cached(STATS_SQL.get_or_init(stats_upsert_sql))
-        .await
-        .map_err(pg_error)?;
-    client.execute(&upsert, &params).await.map_err(pg_error)?;
-
-    let mut ids = Vec::new();
-    let mut resets = Vec::new();
-    let mut ats: Vec<Option<i64>> = Vec::new();
-    for tally in &tallies {
-        let (reset, at) = match tally.failing_since() {
-            StreakMove::Set(at) => (true, at),
-            StreakMove::IfUnset(at) => (false, Some(at)),
-            StreakMove::Unchanged => continue,
-        };
-        ids.push(tally.endpoint);
-        resets.push(reset);
-        ats.push(at);
-    }
-    if !ids.is_empty() {
-        let statement = client.prepare_cached(FAILING_SINCE_SQL).await.map_err(pg_error)?;
-        client
-            .execute(&statement, &[&ids, &resets, &ats])
-            .await
-            .map_err(pg_error)?;
-    }
-    let mut deactivated = Vec::new();
-    for tally in &tallies {
-        let Some(deactivation) = tally.deactivate else { continue };
-        let (reason, by): (&str, Option<i64>) = match deactivation {
-            Deactivation::Now(reason) => (reason, None),
-            Deactivation::FailingSince { by_ms, reason } => (reason, Some(*by_ms)),
-        };
-        let changed = client
-            .execute(DEACTIVATE_SQL, &[&tally.endpoint, &reason, &by])
-            .await
-            .map_err(pg_error)?;
-        if changed > 0 {
-            deactivated.push(tally.endpoint.to_owned());
-        }
-    }
-    Ok(deactivated)
+    .await
+    .map(|_| ())
 }

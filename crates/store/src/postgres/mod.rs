@@ -11,6 +11,7 @@
 
 mod batch;
 mod schema;
+mod webhook_health;
 pub use schema::latest_version;
 
 use std::str::FromStr;
@@ -210,6 +211,7 @@ impl PgStore {
         };
         let mut client = store.client().await?;
         schema::migrate(&mut client, version).await?;
+        schema::build_indexes(&client, version).await?;
         Ok(store)
     }
 

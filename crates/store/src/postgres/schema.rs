@@ -201,9 +201,25 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX recoveries_endpoint ON recoveries(endpoint_id, created_at);
     CREATE INDEX recoveries_open ON recoveries(created_at) WHERE finished_at IS NULL;
-    CREATE INDEX deliveries_manual ON deliveries(event_id, endpoint_id, seq) WHERE manual;
     "#,
 ];
+
+/// Indexes over tables that take writes all the time, built after the
+/// migrations commit with `CREATE INDEX CONCURRENTLY` (which cannot run in a
+/// transaction): building one reads the whole table, and a plain `CREATE
+/// INDEX` would stop every write to it, from every node, until it is done.
+/// Each is (the schema version that brings it, name, definition). Schema
+/// 7's first release built its index inside the migration; stores migrated
+/// by it have the index already, and the check below finds it valid.
+const CONCURRENT_INDEXES: &[(usize, &str, &str)] = &[(
+    7,
+    "deliveries_manual",
+    "deliveries(event_id, endpoint_id, seq) WHERE manual",
+)];
+
+/// Arbitrary, fixed: the advisory lock under which one process at a time
+/// builds the concurrent indexes.
+const INDEX_LOCK: i64 = 0x6865_7261_6c65;
 
 /// Brings the schema up to `target` (the newest version, but for the
 /// upgrade tests). A database migrated by a newer binary is refused.
@@ -240,6 +256,56 @@ pub(crate) async fn migrate(client: &mut Object, target: usize) -> StoreResult<(
         tracing::info!(version, "applied PostgreSQL migration");
     }
     tx.commit().await.map_err(pg_error)
+}
+
+/// Builds the [`CONCURRENT_INDEXES`] of schema `target` that are missing,
+/// or invalid because a build was cut short (they are dropped and built
+/// again), while the other nodes go on writing. Runs on every start: it is
+/// one query when they are all there.
+pub(crate) async fn build_indexes(client: &Object, target: usize) -> StoreResult<()> {
+    for (_, name, definition) in CONCURRENT_INDEXES.iter().filter(|(version, ..)| *version <= target) {
+        if index_valid(client, name).await? == Some(true) {
+            continue;
+        }
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&INDEX_LOCK])
+            .await
+            .map_err(pg_error)?;
+        let built = build_index(client, name, definition).await;
+        let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&INDEX_LOCK]).await;
+        built?;
+        unlocked.map_err(pg_error)?;
+    }
+    Ok(())
+}
+
+/// Under the index lock: builds `name` unless another process has meanwhile.
+async fn build_index(client: &Object, name: &str, definition: &str) -> StoreResult<()> {
+    match index_valid(client, name).await? {
+        Some(true) => return Ok(()),
+        Some(false) => client
+            .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+            .await
+            .map_err(pg_error)?,
+        None => {}
+    }
+    tracing::info!(index = name, "building a PostgreSQL index; writes go on meanwhile");
+    client
+        .batch_execute(&format!("CREATE INDEX CONCURRENTLY {name} ON {definition}"))
+        .await
+        .map_err(pg_error)
+}
+
+/// Whether index `name` (in the search path) is valid; `None` if there is none.
+async fn index_valid(client: &Object, name: &str) -> StoreResult<Option<bool>> {
+    let row = client
+        .query_opt(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)",
+            &[&name],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(row.map(|r| r.get(0)))
 }
 
 /// The newest schema version this binary knows.
