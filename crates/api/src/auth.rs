@@ -5,6 +5,8 @@
 //! request (team requests are not the hot path: publishing takes the admin
 //! key), so a revoked key answers 401 at once on every node. A key's
 //! last use is written at most once per [`TOUCH_EVERY_MS`], in the background.
+//! A team key's requests are rate limited ([`crate::rate`]) before the
+//! store is asked, so a flood from one key costs the store nothing.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -49,6 +51,14 @@ async fn identify(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
     let hash = key.hash();
     match key.kind() {
         KeyKind::Team => {
+            let per_s = state.settings.team_rate_limit;
+            state
+                .rate
+                .take(hash.as_str(), std::time::Instant::now())
+                .map_err(|wait| ApiError::RateLimited {
+                    per_s,
+                    retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u32,
+                })?;
             let used = state.store.team_for_key(&hash).await?.ok_or(ApiError::Unauthorized)?;
             let now = herald_engine::now_ms();
             if used.last_used_at.is_none_or(|at| now - at >= TOUCH_EVERY_MS) {

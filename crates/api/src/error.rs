@@ -29,6 +29,10 @@ pub enum ApiError {
     Unprocessable { code: &'static str, message: String },
     #[error("Herald is at capacity; retry after {retry_after_s} s")]
     Overloaded { retry_after_s: u32 },
+    #[error(
+        "this key made more than {per_s} requests a second (HERALD_TEAM_RATE_LIMIT); retry after {retry_after_s} s"
+    )]
+    RateLimited { per_s: u32, retry_after_s: u32 },
     #[error("the database is unavailable; retry shortly")]
     Unavailable(String),
     #[error("internal error")]
@@ -68,6 +72,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             Self::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -102,7 +107,7 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
         let mut response = (status, Json(body)).into_response();
         let retry_after = match &self {
-            Self::Overloaded { retry_after_s } => Some(*retry_after_s),
+            Self::Overloaded { retry_after_s } | Self::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
             Self::Unavailable(_) => Some(1),
             _ => None,
         };

@@ -22,6 +22,6 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.engine.render_metrics(),
+        state.engine.render_metrics().await,
     )
 }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod rate;
 pub mod stats;
 pub mod webhooks;
 
@@ -43,6 +44,7 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     pub engine: Engine,
     pub auth: auth::Keys,
+    pub rate: rate::RateLimiter,
     pub settings: ApiSettings,
 }
 
@@ -68,6 +70,8 @@ pub struct ApiSettings {
     pub limits: Limits,
     /// The wall clock dashboard links expire by.
     pub clock: herald_engine::Clock,
+    /// Requests a second one team key may make (bursts of twice that).
+    pub team_rate_limit: u32,
 }
 
 impl AppState {
@@ -76,6 +80,7 @@ impl AppState {
             store,
             engine,
             auth: auth::Keys::new(admin_key),
+            rate: rate::RateLimiter::new(settings.team_rate_limit),
             settings,
         }))
     }

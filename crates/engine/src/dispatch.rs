@@ -533,6 +533,12 @@ impl Dispatcher {
             _ => Metrics::add(&self.metrics.attempts_failed, 1),
         }
         Metrics::add(&self.metrics.attempt_micros_total, sent.duration.as_micros() as u64);
+        let ended_ms = sent.started_ms + sent.duration.as_millis() as i64;
+        self.metrics.attempt(
+            sent.duration,
+            status == AttemptStatus::Success,
+            ended_ms - job.created_ms,
+        );
         let record = AttemptRecord {
             id: AttemptId::generate(sent.started_ms),
             delivery: job.id,

@@ -324,12 +324,28 @@ impl Engine {
     }
 
     /// The Prometheus text for `/metrics`, with this node's name.
-    pub fn render_metrics(&self) -> String {
-        format!(
+    pub async fn render_metrics(&self) -> String {
+        let mut out = format!(
             "# HELP herald_node_info The name this process uses in leases.\n# TYPE herald_node_info gauge\nherald_node_info{{node=\"{}\"}} 1\n{}",
             self.config.node,
             self.metrics.render()
-        )
+        );
+        // The store's backlog, shared by every node: read at each scrape.
+        let now = now_ms();
+        match self.store.backlog(now).await {
+            Ok(backlog) => {
+                let lag_s = backlog
+                    .oldest_due_ms
+                    .map_or(0.0, |due| (now - due).max(0) as f64 / 1000.0);
+                out.push_str(&format!(
+                    "# HELP herald_deliveries_pending Deliveries not yet finished, in the store.\n# TYPE herald_deliveries_pending gauge\nherald_deliveries_pending {}\n\
+                     # HELP herald_due_lag_seconds How long the oldest due delivery of an active endpoint has waited past its due time (0 when none waits).\n# TYPE herald_due_lag_seconds gauge\nherald_due_lag_seconds {lag_s}\n",
+                    backlog.pending
+                ));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the backlog for /metrics"),
+        }
+        out
     }
 
     /// Gives back the leases of work still queued, after the tasks stopped.

@@ -230,7 +230,7 @@ impl Sender {
     }
 
     /// Makes one attempt of `job`. Never fails: every way it can end is an outcome.
-    #[tracing::instrument(level = "debug", skip_all, fields(event_id = %job.event_id, endpoint_id = %job.endpoint_id, attempt = job.attempt))]
+    #[tracing::instrument(level = "debug", skip_all, fields(event_id = %job.event_id, delivery_id = job.id.0, endpoint_id = %job.endpoint_id, attempt = job.attempt))]
     pub async fn attempt(&self, job: &ClaimedDelivery, now_ms: i64) -> SentAttempt {
         let timestamp_s = now_ms / 1000;
         let mut signature = self
@@ -277,6 +277,12 @@ impl Sender {
                 (outcome, None)
             }
         };
+        tracing::debug!(
+            status = outcome.status(),
+            error = outcome.error_text().as_deref(),
+            duration_ms = duration.as_millis() as u64,
+            "attempt made"
+        );
         SentAttempt {
             outcome,
             started_ms: now_ms,
@@ -498,6 +504,7 @@ mod tests {
             previous_secret: None,
             attempt: 1,
             due_ms: 0,
+            created_ms: 0,
         }
     }
 

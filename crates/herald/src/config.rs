@@ -46,6 +46,10 @@ pub struct Config {
     pub auto_deactivate_after: Duration,
     /// The most deliveries per second this process's recovers make.
     pub recover_rate_per_s: f64,
+    /// How long events, with their deliveries and log, are kept.
+    pub retention: Duration,
+    /// Requests a second one team key may make (bursts of twice that).
+    pub team_rate_limit: u32,
     /// How long a claim on a delivery holds without renewal.
     pub lease: Duration,
     /// How many attempts one team webhook may have on the wire at once.
@@ -84,6 +88,8 @@ impl Config {
             realtime_retry: RetryPolicy::realtime(),
             auto_deactivate_after: Duration::from_secs(5 * 86_400),
             recover_rate_per_s: herald_engine::DEFAULT_RECOVER_RATE,
+            retention: DEFAULT_RETENTION,
+            team_rate_limit: DEFAULT_TEAM_RATE_LIMIT,
             lease: Duration::from_secs(10),
             endpoint_concurrency: DEFAULT_ENDPOINT_CONCURRENCY,
             public_url: None,
@@ -191,7 +197,25 @@ pub struct ServeArgs {
     /// live traffic keeps its latency while one runs.
     #[arg(long, env = "HERALD_RECOVER_RATE", default_value_t = herald_engine::DEFAULT_RECOVER_RATE)]
     pub recover_rate: f64,
+    /// How long events, with their deliveries and attempt log, are kept
+    /// (`30d`, `12h`, `90s`); a delivery not yet finished keeps its event.
+    #[arg(long, env = "HERALD_RETENTION", default_value = "30d")]
+    pub retention: String,
+    /// Requests a second one team key may make, with bursts of twice that;
+    /// beyond it the answer is 429 with `Retry-After`.
+    #[arg(long, env = "HERALD_TEAM_RATE_LIMIT", default_value_t = DEFAULT_TEAM_RATE_LIMIT)]
+    pub team_rate_limit: u32,
+    /// On SIGTERM, how long attempts on the wire may take to finish before
+    /// the node gives its work back and exits.
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "10s")]
+    pub shutdown_grace: String,
 }
+
+/// The default of `HERALD_TEAM_RATE_LIMIT`.
+pub const DEFAULT_TEAM_RATE_LIMIT: u32 = 100;
+
+/// The default of `HERALD_RETENTION`.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 
 /// The longest `HERALD_AUTO_DEACTIVATE_AFTER`: a hundred years, for "never".
 const MAX_AUTO_DEACTIVATE_AFTER: Duration = Duration::from_secs(36_500 * 86_400);
@@ -309,6 +333,20 @@ impl ServeArgs {
             bail!("HERALD_RECOVER_RATE / --recover-rate: must be from 1 to 1,000,000 deliveries per second");
         }
         config.recover_rate_per_s = self.recover_rate;
+        config.retention =
+            parse_duration(&self.retention).map_err(|why| anyhow::anyhow!("HERALD_RETENTION / --retention: {why}"))?;
+        if config.retention < Duration::from_secs(1) || config.retention > MAX_AUTO_DEACTIVATE_AFTER {
+            bail!("HERALD_RETENTION / --retention: must be at least 1s and at most 36500d");
+        }
+        if !(1..=1_000_000).contains(&self.team_rate_limit) {
+            bail!("HERALD_TEAM_RATE_LIMIT / --team-rate-limit: must be from 1 to 1,000,000 requests a second");
+        }
+        config.team_rate_limit = self.team_rate_limit;
+        config.shutdown_grace = parse_duration(&self.shutdown_grace)
+            .map_err(|why| anyhow::anyhow!("HERALD_SHUTDOWN_GRACE / --shutdown-grace: {why}"))?;
+        if config.shutdown_grace > Duration::from_secs(3_600) {
+            bail!("HERALD_SHUTDOWN_GRACE / --shutdown-grace: must be at most 1h");
+        }
         config.limits = Limits {
             webhooks_per_team: self.max_webhooks_per_team,
             realtime_endpoints_per_bot: self.max_realtime_endpoints_per_bot,

@@ -3,6 +3,7 @@
 //! as `main` does, on a listener bound to port 0.
 
 pub mod config;
+mod retention;
 pub mod serve;
 
 use std::future::Future;
@@ -81,6 +82,7 @@ impl App {
             dashboard_link_ttl: config.dashboard_link_ttl,
             limits: config.limits,
             clock: config.clock.clone(),
+            team_rate_limit: config.team_rate_limit,
         };
         let dashboard = DashboardState::new(
             Arc::clone(&store),
@@ -93,6 +95,12 @@ impl App {
                 clock: config.clock.clone(),
             },
         );
+        tracker.spawn(retention::run(
+            Arc::clone(&store) as Arc<dyn herald_store::Retention>,
+            config.retention,
+            config.clock.clone(),
+            shutdown.clone(),
+        ));
         let state = AppState::new(store, engine.clone(), admin_hash, settings);
         let router = herald_api::router(state).merge(herald_dashboard::router(dashboard));
         Ok(Self {
@@ -160,6 +168,21 @@ pub async fn migrate(location: &DatabaseLocation) -> anyhow::Result<()> {
     open_store(location).await.map(|_| ())
 }
 
+/// Copies a SQLite store to `to` while a server may be running on it
+/// (`herald backup`). A server started on the copy has everything committed
+/// before the copy began.
+pub fn backup(location: &DatabaseLocation, to: &std::path::Path) -> anyhow::Result<herald_store::sqlite::BackupReport> {
+    match location {
+        DatabaseLocation::Sqlite { path, .. } => herald_store::sqlite::backup(path, to).map_err(|e| match e {
+            herald_store::StoreError::NotFound => anyhow::anyhow!("there is no SQLite store at {}", path.display()),
+            other => anyhow::Error::new(other).context("cannot back up the store"),
+        }),
+        DatabaseLocation::Postgres { .. } => anyhow::bail!(
+            "herald backup copies SQLite stores; back up PostgreSQL with its own tools (pg_dump, or base backups with WAL archiving)"
+        ),
+    }
+}
+
 /// Mints a one-time dashboard sign-in link for a team straight in the store
 /// (`herald dashboard-link`), as `POST /api/v1/teams/{teamId}/dashboard-links` does.
 pub async fn dashboard_link(
@@ -195,6 +218,29 @@ pub fn log_filter(raw: Option<&str>) -> tracing_subscriber::EnvFilter {
         Ok(directive) => filter.add_directive(directive),
         Err(_) => filter,
     }
+}
+
+/// Sets up logging to stderr: `HERALD_LOG_FORMAT` `text` (the default, for
+/// people) or `json` (one object a line, for log pipelines: the line's
+/// fields at the top level, and the fields of the span it happened in, such
+/// as an attempt's `event_id` and `delivery_id`, under `span`), filtered by
+/// `HERALD_LOG` ([`log_filter`]).
+pub fn init_logging(format: Option<&str>, filter: Option<&str>) -> anyhow::Result<()> {
+    let filter = log_filter(filter);
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format.map(str::trim).filter(|f| !f.is_empty()).unwrap_or("text") {
+        "text" => logs.init(),
+        "json" => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        other => anyhow::bail!("HERALD_LOG_FORMAT: `{other}` is neither `text` nor `json`"),
+    }
+    Ok(())
 }
 
 /// Completes on Ctrl-C or SIGTERM.

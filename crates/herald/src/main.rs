@@ -32,6 +32,15 @@ enum Command {
         #[arg(long, env = "HERALD_DATABASE_URL", default_value = "sqlite://herald.db")]
         database_url: String,
     },
+    /// Write a consistent copy of a SQLite store, while a server runs on it
+    /// (on PostgreSQL, use the database's own tools).
+    Backup {
+        /// The new file (it must not exist yet).
+        #[arg(long)]
+        to: std::path::PathBuf,
+        #[arg(long, env = "HERALD_DATABASE_URL", default_value = "sqlite://herald.db")]
+        database_url: String,
+    },
     /// Print a one-time dashboard sign-in link for a team (opens the store directly).
     DashboardLink {
         /// The team the link opens the dashboard for.
@@ -51,10 +60,10 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     // Logs go to stderr: stdout carries what a command prints for people and
     // scripts (the generated admin key, a dashboard link).
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(herald::log_filter(std::env::var("HERALD_LOG").ok().as_deref()))
-        .init();
+    herald::init_logging(
+        std::env::var("HERALD_LOG_FORMAT").ok().as_deref(),
+        std::env::var("HERALD_LOG").ok().as_deref(),
+    )?;
     let command = Cli::parse().command;
     if matches!(command, Command::Serve(_)) {
         reserve_fd_table();
@@ -118,6 +127,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("listening on http://{}", app.addr());
             tracing::info!(addr = %app.addr(), "herald is listening");
             app.run_until_stopped(herald::shutdown_signal()).await
+        }
+        Command::Backup { to, database_url } => {
+            let report = herald::backup(&parse_database_url(&database_url, Durability::Normal)?, &to)?;
+            println!(
+                "backed up to {} ({} bytes in {} ms)",
+                to.display(),
+                report.bytes,
+                report.took.as_millis()
+            );
+            Ok(())
         }
         Command::Migrate { database_url } => {
             herald::migrate(&parse_database_url(&database_url, Durability::Normal)?).await?;

@@ -283,6 +283,13 @@ pub trait Queue: Send + Sync {
         now_ms: i64,
     ) -> StoreResult<RecoverChunk>;
 
+    /// The deliveries not yet finished, and the due time of the oldest one
+    /// of an active endpoint that is due (waiting, or on the wire): what
+    /// `/metrics` shows as `herald_deliveries_pending` and
+    /// `herald_due_lag_seconds`. Read through the partial indexes of
+    /// pending work, never the whole table.
+    async fn backlog(&self, now_ms: i64) -> StoreResult<Backlog>;
+
     /// When the earliest claimable work of an active endpoint becomes due.
     async fn next_due_at(&self, now_ms: i64) -> StoreResult<Option<i64>>;
 
@@ -302,8 +309,9 @@ pub trait Queue: Send + Sync {
     /// Gives leased deliveries back so that any claimer may take them.
     async fn release(&self, deliveries: &[DeliveryId]) -> StoreResult<()>;
 
-    /// Gives back every lease a node holds (on start-up after a crash, and on
-    /// shutdown).
+    /// Gives back every lease a node holds, on deliveries and on recovers
+    /// (on start-up after a crash, and on shutdown, so that other nodes take
+    /// the work at once).
     async fn release_node(&self, node: &str) -> StoreResult<()>;
 
     /// Whether several processes may use this store at once (PostgreSQL). An
@@ -362,10 +370,33 @@ pub trait Recovering: Send + Sync {
     async fn recoveries(&self, team: &TeamId, webhook: &EndpointId, limit: usize) -> StoreResult<Vec<Recovery>>;
 }
 
+/// Retention (contract §7.1): old events leave the store in small batches,
+/// oldest first, so the store's size levels off under a steady load.
+#[async_trait]
+pub trait Retention: Send + Sync {
+    /// Deletes, oldest first, up to `limit` of the events after position
+    /// `after` that were created before `cutoff_ms`, with their deliveries
+    /// and attempts, in one short write. An event with a delivery still
+    /// pending is kept, whatever its age. Stops at the first event created
+    /// at or after `cutoff_ms`. On a shared store one process at a time
+    /// does this; the others find nothing to do meanwhile.
+    async fn prune_events(&self, cutoff_ms: i64, after: i64, limit: usize) -> StoreResult<Pruned>;
+
+    /// Deletes the hourly stats of hours that ended by `cutoff_ms`, and
+    /// recovers that finished before it; returns how many rows went.
+    async fn prune_history(&self, cutoff_ms: i64) -> StoreResult<u64>;
+}
+
 /// Herald's persistence: the sum of the roles, one implementation per
 /// database. Every method is a short transaction or a read, never held
 /// across a network call. Each caller names the roles it uses (the engine
 /// holds only a [`Queue`]); `Store` is for what wires them together.
-pub trait Store: Tenancy + Sessions + Endpoints + Publishing + Recovering + Queue + AttemptLog + 'static {}
+pub trait Store:
+    Tenancy + Sessions + Endpoints + Publishing + Recovering + Queue + AttemptLog + Retention + 'static
+{
+}
 
-impl<T: Tenancy + Sessions + Endpoints + Publishing + Recovering + Queue + AttemptLog + 'static> Store for T {}
+impl<T: Tenancy + Sessions + Endpoints + Publishing + Recovering + Queue + AttemptLog + Retention + 'static> Store
+    for T
+{
+}

@@ -195,11 +195,22 @@ pub struct ClaimedDelivery {
     /// When it was due (its `next_attempt_at`, Unix ms); 0 for a fresh
     /// delivery, which is due the moment it is made.
     pub due_ms: i64,
+    /// When the delivery was made (Unix ms): its event's acceptance for a
+    /// publish, the request for a resend or recover. Delivery latency
+    /// counts from it.
+    pub created_ms: i64,
 }
 
 impl ClaimedDelivery {
     /// A delivery just made for `endpoint`, before its first attempt.
-    pub fn fresh(id: DeliveryId, endpoint: &Endpoint, event_id: EventId, event_type: EventType, body: Bytes) -> Self {
+    pub fn fresh(
+        id: DeliveryId,
+        endpoint: &Endpoint,
+        event_id: EventId,
+        event_type: EventType,
+        body: Bytes,
+        created_ms: i64,
+    ) -> Self {
         Self {
             id,
             team_id: endpoint.team_id.clone(),
@@ -212,6 +223,7 @@ impl ClaimedDelivery {
             previous_secret: endpoint.previous_secret.clone().map(Box::new),
             attempt: 1,
             due_ms: 0,
+            created_ms,
         }
     }
 }
@@ -411,4 +423,26 @@ pub enum RecoverOutcome {
 pub struct RecoverChunk {
     pub deliveries: Vec<ClaimedDelivery>,
     pub finished: bool,
+}
+
+/// What one batch of retention did ([`crate::Retention::prune_events`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Events deleted, with their deliveries and attempts.
+    pub events: usize,
+    /// Old events kept because a delivery of theirs is still pending.
+    pub kept: usize,
+    /// Where the next batch starts: the position of the last event looked at.
+    pub after: i64,
+    /// Older events may remain after `after`: call again.
+    pub more: bool,
+}
+
+/// The store's unfinished work ([`crate::Queue::backlog`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub pending: i64,
+    /// The earliest `next_attempt_at` at or before now among the pending
+    /// deliveries of active endpoints; `None` when nothing is due.
+    pub oldest_due_ms: Option<i64>,
 }

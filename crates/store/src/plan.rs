@@ -79,7 +79,14 @@ pub(crate) struct PlannedDelivery<'a> {
 impl PlannedDelivery<'_> {
     /// The delivery as the engine takes it, once stored under `id`.
     pub(crate) fn claimed(self, id: DeliveryId) -> ClaimedDelivery {
-        ClaimedDelivery::fresh(id, self.endpoint, self.event_id, self.event_type, self.body)
+        ClaimedDelivery::fresh(
+            id,
+            self.endpoint,
+            self.event_id,
+            self.event_type,
+            self.body,
+            self.due_ms,
+        )
     }
 }
 
@@ -202,6 +209,7 @@ pub(crate) fn team_delivery(
         previous_secret: previous_secret.map(Box::new),
         attempt: 1,
         due_ms: 0,
+        created_ms: event.created_at,
     }
 }
 

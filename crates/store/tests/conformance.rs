@@ -85,6 +85,17 @@ impl Place {
         }
     }
 
+    /// How many rows `sql` (a `SELECT count(*) …` with no parameters) counts.
+    async fn count(&self, sql: &str) -> i64 {
+        match self {
+            Place::Sqlite(path) => rusqlite::Connection::open(path)
+                .unwrap()
+                .query_row(sql, [], |r| r.get(0))
+                .unwrap(),
+            Place::Postgres(url) => pg_client(url).await.query_one(sql, &[]).await.unwrap().get(0),
+        }
+    }
+
     /// Runs `sql` beside the store, as an operator (or an accident) would.
     async fn execute(&self, sql: &str) {
         match self {
@@ -138,20 +149,21 @@ impl Place {
             self.latest(),
             "only the newest version's step back is written"
         );
-        // Schema 7 added the rotation, deactivation and streak columns, the
-        // hourly stats, recovers and the index of manual deliveries.
-        const DOWN_7: &str = "DROP INDEX deliveries_manual; DROP TABLE recoveries; DROP TABLE endpoint_stats;
-            ALTER TABLE endpoints DROP COLUMN failing_since; ALTER TABLE endpoints DROP COLUMN deactivated_reason;
-            ALTER TABLE endpoints DROP COLUMN previous_secret_expires_at; ALTER TABLE endpoints DROP COLUMN previous_secret;";
+        // Schema 8 added the indexes retention reads by (on PostgreSQL the
+        // one over deliveries is built concurrently, after the migration).
+        const DOWN_8: &str = "DROP INDEX IF EXISTS deliveries_event; DROP INDEX endpoint_stats_hour;";
         match self {
             Place::Sqlite(path) => rusqlite::Connection::open(path)
                 .unwrap()
-                .execute_batch(&format!("BEGIN; {DOWN_7} PRAGMA user_version = {version}; COMMIT;"))
+                .execute_batch(&format!("BEGIN; {DOWN_8} PRAGMA user_version = {version}; COMMIT;"))
                 .unwrap(),
             Place::Postgres(url) => pg_client(url)
                 .await
                 .batch_execute(&format!(
-                    "BEGIN; {DOWN_7} DELETE FROM herald_migrations WHERE version > {version}; COMMIT;"
+                    "BEGIN; {DOWN_8} ALTER TABLE events RESET (autovacuum_vacuum_scale_factor);
+                     ALTER TABLE deliveries RESET (autovacuum_vacuum_scale_factor);
+                     ALTER TABLE attempts RESET (autovacuum_vacuum_scale_factor);
+                     DELETE FROM herald_migrations WHERE version > {version}; COMMIT;"
                 ))
                 .await
                 .unwrap(),
@@ -274,13 +286,18 @@ fn new_webhook(team: &TeamId) -> Endpoint {
 }
 
 async fn publish(f: &Fixture, lease: &Lease) -> Vec<ClaimedDelivery> {
+    publish_at(f, lease, NOW).await
+}
+
+/// Publishes an event created at `at`.
+async fn publish_at(f: &Fixture, lease: &Lease, at: i64) -> Vec<ClaimedDelivery> {
     let event = NewEvent {
-        id: EventId::generate(NOW),
+        id: EventId::generate(at),
         id_given: false,
         team_id: f.team.to_string(),
         account_id: f.account.clone(),
         event_type: EventType::MeetingCompleted,
-        created_at: NOW,
+        created_at: at,
         data: "{}".into(),
         body: Bytes::from_static(b"{\"data\":{}}"),
     };
@@ -937,7 +954,7 @@ async fn an_attempt_and_its_webhooks_health_are_written_together_or_not_at_all()
     }
 }
 
-/// PostgreSQL: schema 7's index over `deliveries` is built while the other
+/// PostgreSQL: the newest schema's index over `deliveries` is built while the other
 /// nodes go on writing (`CREATE INDEX CONCURRENTLY`, after the migration's
 /// transaction): with a writer's transaction open, the upgrade waits for
 /// it, and another write meanwhile is not held up behind the upgrade. An
@@ -978,22 +995,22 @@ async fn a_postgres_upgrade_builds_its_index_without_stopping_writes() {
             )
             .await;
         assert!(written.is_ok(), "{name}: a write waited for the upgrade: {written:?}");
-        assert!(
-            !upgrade.is_finished(),
-            "{name}: the index was built before the open transaction ended"
-        );
+        if upgrade.is_finished() {
+            let early = upgrade.await.unwrap().map(|_| ());
+            panic!("{name}: the upgrade ended before the open transaction did: {early:?}");
+        }
         old_node.batch_execute("COMMIT").await.unwrap();
         drop(upgrade.await.unwrap().unwrap());
-        let index = "SELECT indisvalid, pg_get_indexdef(indexrelid) FROM pg_index WHERE indexrelid = to_regclass('deliveries_manual')";
+        let index = "SELECT indisvalid, pg_get_indexdef(indexrelid) FROM pg_index WHERE indexrelid = to_regclass('deliveries_event')";
         let row = other.query_one(index, &[]).await.unwrap();
         assert!(row.get::<_, bool>(0), "{name}");
-        assert!(row.get::<_, String>(1).contains("WHERE manual"), "{name}");
+        assert!(row.get::<_, String>(1).ends_with("(event_id)"), "{name}");
 
         // A build cut short leaves an invalid index (here: a unique one that
         // the rows break); the next start drops it and builds the right one.
-        other.batch_execute("DROP INDEX deliveries_manual").await.unwrap();
+        other.batch_execute("DROP INDEX deliveries_event").await.unwrap();
         let broken = other
-            .batch_execute("CREATE UNIQUE INDEX CONCURRENTLY deliveries_manual ON deliveries(endpoint_id)")
+            .batch_execute("CREATE UNIQUE INDEX CONCURRENTLY deliveries_event ON deliveries(endpoint_id)")
             .await;
         assert!(broken.is_err(), "{name}: the endpoints have several deliveries each");
         let row = other.query_one(index, &[]).await.unwrap();
@@ -1005,9 +1022,86 @@ async fn a_postgres_upgrade_builds_its_index_without_stopping_writes() {
         let row = other.query_one(index, &[]).await.unwrap();
         assert!(row.get::<_, bool>(0), "{name}: valid again");
         assert!(
-            row.get::<_, String>(1).contains("WHERE manual"),
+            row.get::<_, String>(1).ends_with("(event_id)"),
             "{name}: {}",
             row.get::<_, String>(1)
         );
+    }
+}
+
+/// Retention deletes the events created before the cutoff whose deliveries
+/// have all finished, with their deliveries and attempts, in batches that
+/// go on from where the last stopped; an old event with a pending delivery
+/// stays, and so does every event after the first young one. Old hourly
+/// stats and finished recovers go too.
+#[tokio::test]
+async fn retention_deletes_old_finished_events_and_keeps_pending_and_young_ones() {
+    for (name, place, scratch) in places().await {
+        let f = fixture(place.open(place.latest()).await.unwrap(), scratch).await;
+        let endpoint = webhook(&f).await;
+        let l = lease("a", NOW + 1_000);
+        let mut old = Vec::new();
+        for _ in 0..3 {
+            old.extend(publish_at(&f, &l, NOW).await);
+        }
+        let pending = publish_at(&f, &l, NOW).await;
+        let young = publish_at(&f, &l, NOW + 60_000).await;
+        for d in &old {
+            f.store.record_attempt(success(d)).await.unwrap();
+        }
+        f.store
+            .record_attempt(record(&pending[0], DeliveryNext::RetryAt(NOW + 2_000), None))
+            .await
+            .unwrap();
+        f.store.record_attempt(success(&young[0])).await.unwrap();
+        assert_eq!(place.count("SELECT count(*) FROM events").await, 5, "{name}");
+
+        // Batches of two: the three done, then the pending one kept, then
+        // the young one stops the round.
+        let cutoff = NOW + 1;
+        let (mut after, mut deleted, mut kept, mut batches) = (0, 0, 0, 0);
+        loop {
+            let pruned = f.store.prune_events(cutoff, after, 2).await.unwrap();
+            batches += 1;
+            deleted += pruned.events;
+            kept += pruned.kept;
+            assert!(pruned.after >= after, "{name}: the cursor moves on");
+            after = pruned.after;
+            if !pruned.more {
+                break;
+            }
+        }
+        assert_eq!((deleted, kept, batches), (3, 1, 3), "{name}");
+        assert_eq!(
+            place.count("SELECT count(*) FROM events").await,
+            2,
+            "{name}: the pending and the young"
+        );
+        assert_eq!(place.rows_of("deliveries", &endpoint).await, 2, "{name}");
+        assert_eq!(place.rows_of("attempts", &endpoint).await, 2, "{name}");
+        for d in &old {
+            let sql = format!("SELECT count(*) FROM attempts WHERE event_id = '{}'", d.event_id);
+            assert_eq!(place.count(&sql).await, 0, "{name}: the old log");
+        }
+        // Nothing more to do at that cutoff.
+        let again = f.store.prune_events(cutoff, 0, 500).await.unwrap();
+        assert_eq!((again.events, again.kept, again.more), (0, 1, false), "{name}");
+
+        // The pending one finishes: it goes next round.
+        f.store.record_attempt(success(&pending[0])).await.unwrap();
+        let last = f.store.prune_events(cutoff, 0, 500).await.unwrap();
+        assert_eq!((last.events, last.kept), (1, 0), "{name}");
+
+        // Stats of hours that ended by the cutoff go; the young hour stays.
+        let stats = "SELECT count(*) FROM endpoint_stats";
+        assert_eq!(place.count(stats).await, 1, "{name}: the attempts' hour");
+        f.store.prune_history(cutoff).await.unwrap();
+        assert_eq!(
+            place.count(stats).await,
+            1,
+            "{name}: its hour has not ended by the cutoff"
+        );
+        f.store.prune_history(NOW + 2 * 3_600_000).await.unwrap();
+        assert_eq!(place.count(stats).await, 0, "{name}");
     }
 }

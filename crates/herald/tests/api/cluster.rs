@@ -522,3 +522,68 @@ async fn while_the_database_is_away_publishes_answer_503_and_the_engine_resumes_
         })
         .await;
 }
+
+/// Shutdown gives the work back (contract §7.1): a node stopped with
+/// SIGTERM while it holds deliveries lets its attempts on the wire finish,
+/// releases the rest and exits 0; another node sends them within a second,
+/// not after the 10 s lease, and every event arrives.
+#[tokio::test]
+async fn a_node_stopped_with_sigterm_hands_its_work_over_at_once() {
+    let Some(backend) = Backend::postgres() else { return };
+    backend
+        .run(async {
+            let data = TestData::new().await;
+            let receiver = TestReceiver::start().await;
+            receiver.answer_path("/wh", Answer::Slow(204, Duration::from_millis(200)));
+            let env = [("HERALD_LEASE_MS", "10000"), ("HERALD_ENDPOINT_CONCURRENCY", "2")];
+            let mut stopping = start_server_with(&data, Some(ADMIN_KEY), &env).await;
+            let staying = start_server_with(&data, Some(ADMIN_KEY), &env).await;
+            let client = reqwest::Client::new();
+            let (team, _) = setup(&client, &stopping.base, &receiver.url("/wh")).await;
+            let mut ids = HashSet::new();
+            for i in 0..40 {
+                let mut body = meeting_event(&team, "handover");
+                body["id"] = json!(format!("evt_handover_{i}"));
+                let (status, _) = post(&client, format!("{}/api/v1/events", stopping.base), ADMIN_KEY, &body).await;
+                assert_eq!(status, StatusCode::ACCEPTED);
+                ids.insert(format!("evt_handover_{i}"));
+            }
+            // Two at a time, 200 ms each: the publishing node holds most of them.
+            let mut got = HashSet::new();
+            while got.len() < 4 {
+                let r = receiver.next(Duration::from_secs(10)).await.expect("a delivery");
+                got.insert(r.header("webhook-id").to_owned());
+            }
+            let pid = rustix::process::Pid::from_raw(stopping.child.id() as i32).unwrap();
+            rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+            let status = tokio::task::spawn_blocking(move || {
+                let status = stopping.child.wait().unwrap();
+                (status, stopping)
+            })
+            .await
+            .unwrap()
+            .0;
+            let exited = Instant::now();
+            assert!(status.success(), "{status:?}");
+            // What it held goes out from the other node at once.
+            let mut first_after = None;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while got.len() < ids.len() {
+                assert!(Instant::now() < deadline, "{} of {} arrived", got.len(), ids.len());
+                if let Some(r) = receiver.next(Duration::from_millis(500)).await {
+                    if r.at > exited {
+                        first_after.get_or_insert(r.at - exited);
+                    }
+                    got.insert(r.header("webhook-id").to_owned());
+                }
+            }
+            let first_after = first_after.expect("deliveries were left after the stop");
+            assert!(
+                first_after < Duration::from_secs(1),
+                "the other node waited {first_after:?}"
+            );
+            assert_eq!(got, ids);
+            drop(staying);
+        })
+        .await;
+}

@@ -411,3 +411,45 @@ async fn team_keys_are_listed_without_the_secret_and_revoked_at_once() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 }
+
+/// Rate limits per team key (contract §7.1): a burst of twice the limit
+/// goes through, the next request answers 429 with `Retry-After` in the
+/// error shape, another team's key is untouched, and the key works again
+/// once the wait has passed.
+#[tokio::test]
+async fn a_team_key_past_its_rate_limit_gets_429_and_other_teams_do_not() {
+    let app = spawn_app_with(|c| c.team_rate_limit = 5).await;
+    let (busy, quiet) = (app.create_team().await, app.create_team().await);
+    let list = |key: &str| {
+        app.client
+            .get(app.url("/api/v1/webhooks"))
+            .header("authorization", format!("Bearer {key}"))
+            .send()
+    };
+    let mut passed = 0;
+    let limited = loop {
+        let response = list(&busy.key).await.unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            break response;
+        }
+        assert_eq!(response.status(), StatusCode::OK);
+        passed += 1;
+        assert!(passed <= 12, "no 429 after {passed} requests");
+    };
+    assert!(passed >= 10, "the burst is twice the limit: {passed} passed");
+    let retry_after: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("HERALD_TEAM_RATE_LIMIT"),
+        "{body}"
+    );
+
+    assert_eq!(list(&quiet.key).await.unwrap().status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    assert_eq!(list(&busy.key).await.unwrap().status(), StatusCode::OK);
+}

@@ -41,6 +41,7 @@ pub struct TestApp {
     stopped: Option<tokio::task::JoinHandle<()>>,
 }
 
+#[derive(Clone)]
 pub struct TestTeam {
     pub account_id: String,
     pub team_id: String,

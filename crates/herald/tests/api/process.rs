@@ -15,6 +15,8 @@ pub struct Server {
     pub child: Child,
     pub base: String,
     pub stdout_lines: Arc<Mutex<Vec<String>>>,
+    /// Its log, line by line.
+    pub stderr_lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for Server {
@@ -64,7 +66,7 @@ pub async fn start_server_with(data: &TestData, admin_key: Option<&str>, env: &[
         .env("HERALD_ALLOW_INSECURE_TARGETS", "1")
         .env("HERALD_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(Stdio::piped());
     match &data.postgres {
         Some(pg) => cmd.env("HERALD_DATABASE_URL", &pg.url),
         None => cmd.env_remove("HERALD_DATABASE_URL"),
@@ -77,14 +79,18 @@ pub async fn start_server_with(data: &TestData, admin_key: Option<&str>, env: &[
         cmd.env(name, value);
     }
     let mut child = cmd.spawn().expect("start herald");
-    let stdout = child.stdout.take().expect("stdout");
-    let stdout_lines = Arc::new(Mutex::new(Vec::new()));
-    let lines = Arc::clone(&stdout_lines);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            lines.lock().unwrap().push(line);
-        }
-    });
+    let collect = |from: Box<dyn std::io::Read + Send>| {
+        let collected = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&collected);
+        std::thread::spawn(move || {
+            for line in BufReader::new(from).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        collected
+    };
+    let stdout_lines = collect(Box::new(child.stdout.take().expect("stdout")));
+    let stderr_lines = collect(Box::new(child.stderr.take().expect("stderr")));
     let deadline = Instant::now() + Duration::from_secs(15);
     let base = loop {
         let listening = stdout_lines
@@ -112,6 +118,7 @@ pub async fn start_server_with(data: &TestData, admin_key: Option<&str>, env: &[
         child,
         base,
         stdout_lines,
+        stderr_lines,
     }
 }
 

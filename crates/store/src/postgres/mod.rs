@@ -42,7 +42,8 @@ use crate::health;
 use crate::model::*;
 use crate::plan::{self, PlannedDelivery};
 use crate::{
-    AttemptLog, Endpoints, Publishing, Queue, Recovering, Sessions, StoreError, StoreResult, StoreSignal, Tenancy,
+    AttemptLog, Endpoints, Publishing, Queue, Recovering, Retention, Sessions, StoreError, StoreResult, StoreSignal,
+    Tenancy,
 };
 
 mod accounts;
@@ -52,6 +53,7 @@ mod publish;
 mod queue;
 mod records;
 mod recover;
+mod retention;
 mod rows;
 mod sessions;
 
@@ -97,10 +99,9 @@ pub struct PgStore {
 /// Maps a driver error: lost connections are `Unavailable` (worth a retry
 /// later), the rest `Internal`.
 pub(crate) fn pg_error(e: tokio_postgres::Error) -> StoreError {
-    if e.is_closed() || e.as_db_error().is_none() {
-        StoreError::Unavailable(e.to_string())
-    } else {
-        StoreError::Internal(e.to_string())
+    match e.as_db_error() {
+        Some(db) if !e.is_closed() => StoreError::Internal(format!("{}: {}", db.code().code(), db.message())),
+        _ => StoreError::Unavailable(e.to_string()),
     }
 }
 

@@ -75,9 +75,10 @@ impl Publishing for PgStore {
             Ok(endpoint) => endpoint,
             Err(refused) => return Ok(refused.into()),
         };
+        // Locked against retention until the delivery is committed.
         let stored = tx
             .query_opt(
-                "SELECT event_type, body FROM events WHERE id = $1 AND team_id = $2",
+                "SELECT event_type, body FROM events WHERE id = $1 AND team_id = $2 FOR KEY SHARE",
                 &[&event.as_str(), &team.as_str()],
             )
             .await

@@ -180,6 +180,38 @@ impl Queue for PgStore {
         rows.iter().map(claimed_from_row).collect()
     }
 
+    async fn backlog(&self, now_ms: i64) -> StoreResult<Backlog> {
+        // Each part matches one partial index of pending work exactly.
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT
+                     (SELECT count(*) FROM deliveries
+                      WHERE state = 'pending' AND NOT ordered AND locked_until IS NULL)
+                   + (SELECT count(*) FROM deliveries
+                      WHERE state = 'pending' AND NOT ordered AND locked_until IS NOT NULL)
+                   + (SELECT count(*) FROM deliveries WHERE state = 'pending' AND ordered),
+                   LEAST(
+                     (SELECT d.next_attempt_at FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
+                      WHERE d.state = 'pending' AND NOT d.ordered AND d.locked_until IS NULL AND e.status = 'active'
+                        AND d.next_attempt_at <= $1
+                      ORDER BY d.next_attempt_at LIMIT 1),
+                     (SELECT min(d.next_attempt_at) FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
+                      WHERE d.state = 'pending' AND NOT d.ordered AND d.locked_until IS NOT NULL AND e.status = 'active'
+                        AND d.next_attempt_at <= $1),
+                     (SELECT min(d.next_attempt_at) FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
+                      WHERE d.state = 'pending' AND d.ordered AND e.status = 'active' AND d.next_attempt_at <= $1))",
+                &[&now_ms],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(Backlog {
+            pending: row.get(0),
+            oldest_due_ms: row.get(1),
+        })
+    }
+
     async fn next_due_at(&self, now_ms: i64) -> StoreResult<Option<i64>> {
         let row = self
             .client()
@@ -316,6 +348,12 @@ impl Queue for PgStore {
             )
             .await
             .map_err(pg_error)?;
+        tx.execute(
+            "UPDATE recoveries SET locked_until = NULL, locked_by = NULL WHERE locked_by = $1 AND finished_at IS NULL",
+            &[&node],
+        )
+        .await
+        .map_err(pg_error)?;
         if n > 0 {
             tx.execute("SELECT pg_notify($1, '')", &[&WORK_CHANNEL])
                 .await

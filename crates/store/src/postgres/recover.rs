@@ -20,12 +20,14 @@ macro_rules! recoverable {
 
 const COUNT_SQL: &str = concat!("SELECT count(*)", recoverable!());
 
-/// The next `$7` after the cursor (`$5` attempt time, `$6` position).
+/// The next `$7` after the cursor (`$5` attempt time, `$6` position). The
+/// events are locked against retention until the chunk's deliveries are
+/// committed (an event retention deletes meanwhile is skipped).
 const CHUNK_SQL: &str = concat!(
     "SELECT a.timestamp, a.seq, a.event_id, v.event_type, v.body",
     recoverable!(),
     " AND (a.timestamp, a.seq) > ($5, $6)
-      ORDER BY a.timestamp, a.seq LIMIT $7"
+      ORDER BY a.timestamp, a.seq LIMIT $7 FOR KEY SHARE OF v"
 );
 
 pub(super) const RECOVERY_COLUMNS: &str =

@@ -56,7 +56,7 @@ pub(super) fn bot_from_row(r: &Row) -> Bot {
 }
 
 pub(super) const CLAIM_COLUMNS: &str = "d.seq, d.team_id, d.event_id, v.event_type, COALESCE(d.body, v.body), d.endpoint_id, e.url, e.secret, d.attempts, \
-     d.next_attempt_at, e.previous_secret, e.previous_secret_expires_at";
+     d.next_attempt_at, e.previous_secret, e.previous_secret_expires_at, d.created_at";
 
 pub(super) fn claimed_from_row(r: &Row) -> StoreResult<ClaimedDelivery> {
     Ok(ClaimedDelivery {
@@ -71,6 +71,7 @@ pub(super) fn claimed_from_row(r: &Row) -> StoreResult<ClaimedDelivery> {
         previous_secret: previous_secret_from(r, 10)?.map(Box::new),
         attempt: r.get::<_, i32>(8) as u32 + 1,
         due_ms: r.get(9),
+        created_ms: r.get(12),
     })
 }
 

@@ -202,6 +202,16 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX recoveries_endpoint ON recoveries(endpoint_id, created_at);
     CREATE INDEX recoveries_open ON recoveries(created_at) WHERE finished_at IS NULL;
     "#,
+    // 8: retention finds old hourly stats (and, built concurrently, an old
+    // event's deliveries). The tables it deletes from are vacuumed after
+    // 2 % of their rows are dead rather than PostgreSQL's default 20 %, so
+    // that what retention frees is reused before the tables grow past it.
+    r#"
+    CREATE INDEX endpoint_stats_hour ON endpoint_stats(hour);
+    ALTER TABLE events SET (autovacuum_vacuum_scale_factor = 0.02);
+    ALTER TABLE deliveries SET (autovacuum_vacuum_scale_factor = 0.02);
+    ALTER TABLE attempts SET (autovacuum_vacuum_scale_factor = 0.02);
+    "#,
 ];
 
 /// Indexes over tables that take writes all the time, built after the
@@ -211,15 +221,20 @@ const MIGRATIONS: &[&str] = &[
 /// Each is (the schema version that brings it, name, definition). Schema
 /// 7's first release built its index inside the migration; stores migrated
 /// by it have the index already, and the check below finds it valid.
-const CONCURRENT_INDEXES: &[(usize, &str, &str)] = &[(
-    7,
-    "deliveries_manual",
-    "deliveries(event_id, endpoint_id, seq) WHERE manual",
-)];
+const CONCURRENT_INDEXES: &[(usize, &str, &str)] = &[
+    (
+        7,
+        "deliveries_manual",
+        "deliveries(event_id, endpoint_id, seq) WHERE manual",
+    ),
+    (8, "deliveries_event", "deliveries(event_id)"),
+];
 
-/// Arbitrary, fixed: the advisory lock under which one process at a time
-/// builds the concurrent indexes.
-const INDEX_LOCK: i64 = 0x6865_7261_6c65;
+/// The advisory lock under which one process at a time builds the
+/// concurrent indexes of the store's schema (stores in other schemas of the
+/// same database build theirs meanwhile).
+const INDEX_LOCK: &str = "SELECT pg_advisory_lock(hashtext(current_schema() || '.herald_indexes'))";
+const INDEX_UNLOCK: &str = "SELECT pg_advisory_unlock(hashtext(current_schema() || '.herald_indexes'))";
 
 /// Brings the schema up to `target` (the newest version, but for the
 /// upgrade tests). A database migrated by a newer binary is refused.
@@ -255,6 +270,16 @@ pub(crate) async fn migrate(client: &mut Object, target: usize) -> StoreResult<(
         .map_err(pg_error)?;
         tracing::info!(version, "applied PostgreSQL migration");
     }
+    if current == 0 {
+        // A new store's tables are empty: its indexes are built at once,
+        // with the tables (a concurrent build would wait for every older
+        // transaction in the database).
+        for (_, name, definition) in CONCURRENT_INDEXES.iter().filter(|(version, ..)| *version <= target) {
+            tx.batch_execute(&format!("CREATE INDEX {name} ON {definition}"))
+                .await
+                .map_err(pg_error)?;
+        }
+    }
     tx.commit().await.map_err(pg_error)
 }
 
@@ -267,12 +292,9 @@ pub(crate) async fn build_indexes(client: &Object, target: usize) -> StoreResult
         if index_valid(client, name).await? == Some(true) {
             continue;
         }
-        client
-            .execute("SELECT pg_advisory_lock($1)", &[&INDEX_LOCK])
-            .await
-            .map_err(pg_error)?;
+        client.execute(INDEX_LOCK, &[]).await.map_err(pg_error)?;
         let built = build_index(client, name, definition).await;
-        let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&INDEX_LOCK]).await;
+        let unlocked = client.execute(INDEX_UNLOCK, &[]).await;
         built?;
         unlocked.map_err(pg_error)?;
     }

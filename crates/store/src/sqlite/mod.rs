@@ -22,6 +22,7 @@ use herald_domain::keys::KeyHash;
 use herald_domain::signing::{PreviousSecret, Secret};
 use herald_domain::webhook::EndpointStatus;
 
+pub use backup::{BackupReport, backup};
 pub use pool::Durability;
 pub use schema::latest_version;
 
@@ -33,16 +34,20 @@ use crate::health::{self, StreakMove};
 use crate::model::*;
 use crate::plan::{self, PlannedDelivery};
 use crate::records::{Flush, RecordQueue, Unrun};
-use crate::{AttemptLog, Endpoints, Publishing, Queue, Recovering, Sessions, StoreError, StoreResult, Tenancy};
+use crate::{
+    AttemptLog, Endpoints, Publishing, Queue, Recovering, Retention, Sessions, StoreError, StoreResult, Tenancy,
+};
 use pool::{Connections, internal};
 
 mod accounts;
+mod backup;
 mod endpoints;
 mod log;
 mod publish;
 mod queue;
 mod records;
 mod recover;
+mod retention;
 mod rows;
 mod sessions;
 

@@ -318,6 +318,7 @@ fn open_connection(path: &Path, read_only: bool, durability: Durability) -> Stor
 
 fn run_writer(conn: Connection, mut rx: mpsc::Receiver<WriteJob>, rewind: &AtomicBool, gone: &AtomicBool) {
     let mut batch: Vec<WriteJob> = Vec::with_capacity(MAX_BATCH);
+    let mut patient = true;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -333,8 +334,16 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<WriteJob>, rewind: &Atomi
             continue;
         }
         commit_batch(&conn, &mut batch);
-        if rewind.load(Ordering::Relaxed) && rewind_wal(&conn) {
-            rewind.store(false, Ordering::Relaxed);
+        if rewind.load(Ordering::Relaxed) {
+            // After a rewind a reader held up (a long read, such as `herald
+            // backup`), the next ones only try, until one succeeds: the
+            // WAL grows a while rather than every batch waiting.
+            if rewind_wal(&conn, if patient { REWIND_WAIT } else { Duration::ZERO }) {
+                rewind.store(false, Ordering::Relaxed);
+                patient = true;
+            } else {
+                patient = false;
+            }
         }
     }
 }
@@ -356,10 +365,10 @@ const REWIND_FRAMES: i64 = if cfg!(test) { 1024 } else { 32768 };
 /// pages to overwrite. Between batches the writer checkpoints what is left
 /// and waits for readers to leave the WAL (`RESTART`), so the next commit
 /// starts over and the file is reused. The checkpointer stands aside while a
-/// rewind is wanted; a reader still in the WAL after [`REWIND_WAIT`] only
-/// puts the rewind off to the next batch.
-fn rewind_wal(conn: &Connection) -> bool {
-    let _ = conn.busy_timeout(REWIND_WAIT);
+/// rewind is wanted; a reader still in the WAL after `wait` (at most
+/// [`REWIND_WAIT`]) only puts the rewind off to the next batch.
+fn rewind_wal(conn: &Connection, wait: Duration) -> bool {
+    let _ = conn.busy_timeout(wait);
     let result = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
         Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
     });

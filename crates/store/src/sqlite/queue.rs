@@ -6,7 +6,7 @@ use super::*;
 macro_rules! claim_columns {
     () => {
         "d.seq, d.team_id, d.event_id, v.event_type, COALESCE(d.body, v.body), d.endpoint_id, e.url, e.secret, d.attempts, \
-         d.next_attempt_at, e.previous_secret, e.previous_secret_expires_at"
+         d.next_attempt_at, e.previous_secret, e.previous_secret_expires_at, d.created_at"
     };
 }
 
@@ -58,6 +58,7 @@ pub(super) fn claimed_from_row(r: &Row<'_>) -> rusqlite::Result<ClaimedDelivery>
         previous_secret: previous_secret_from(r, 10)?.map(Box::new),
         attempt: r.get::<_, u32>(8)? + 1,
         due_ms: r.get(9)?,
+        created_ms: r.get(12)?,
     })
 }
 
@@ -178,6 +179,51 @@ impl Queue for SqliteStore {
                     .map_err(internal)?;
                 lease_all(c, &claimed, &lease)?;
                 Ok(claimed)
+            })
+            .await
+    }
+
+    async fn backlog(&self, now_ms: i64) -> StoreResult<Backlog> {
+        self.conns
+            .read(move |c| {
+                let one = |sql: &str| {
+                    c.prepare_cached(sql)
+                        .and_then(|mut s| s.query_row([now_ms], |r| r.get::<_, Option<i64>>(0)).optional())
+                        .map(Option::flatten)
+                        .map_err(internal)
+                };
+                let pending: i64 = c
+                    .prepare_cached(
+                        "SELECT (SELECT count(*) FROM deliveries INDEXED BY deliveries_due
+                             WHERE state = 'pending' AND ordered = 0 AND locked_until IS NULL)
+                          + (SELECT count(*) FROM deliveries INDEXED BY deliveries_leased
+                             WHERE state = 'pending' AND ordered = 0 AND locked_until IS NOT NULL)
+                          + (SELECT count(*) FROM deliveries INDEXED BY deliveries_ordered
+                             WHERE state = 'pending' AND ordered = 1)",
+                    )
+                    .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                    .map_err(internal)?;
+                let due = [
+                    "SELECT d.next_attempt_at FROM deliveries d INDEXED BY deliveries_due
+                     JOIN endpoints e ON e.id = d.endpoint_id
+                     WHERE d.state = 'pending' AND d.ordered = 0 AND d.locked_until IS NULL AND e.status = 'active'
+                       AND d.next_attempt_at <= ?1
+                     ORDER BY d.next_attempt_at LIMIT 1",
+                    "SELECT min(d.next_attempt_at) FROM deliveries d INDEXED BY deliveries_leased
+                     JOIN endpoints e ON e.id = d.endpoint_id
+                     WHERE d.state = 'pending' AND d.ordered = 0 AND d.locked_until IS NOT NULL AND e.status = 'active'
+                       AND d.next_attempt_at <= ?1",
+                    "SELECT min(d.next_attempt_at) FROM deliveries d INDEXED BY deliveries_ordered
+                     JOIN endpoints e ON e.id = d.endpoint_id
+                     WHERE d.state = 'pending' AND d.ordered = 1 AND e.status = 'active' AND d.next_attempt_at <= ?1",
+                ];
+                let mut oldest_due_ms: Option<i64> = None;
+                for sql in due {
+                    if let Some(at) = one(sql)? {
+                        oldest_due_ms = Some(oldest_due_ms.map_or(at, |o| o.min(at)));
+                    }
+                }
+                Ok(Backlog { pending, oldest_due_ms })
             })
             .await
     }
@@ -337,7 +383,13 @@ impl Queue for SqliteStore {
             .write(move |c| {
                 c.execute(
                     "UPDATE deliveries SET locked_until = NULL, locked_by = NULL WHERE locked_by = ?1",
-                    [node],
+                    [&node],
+                )
+                .map_err(internal)?;
+                c.execute(
+                    "UPDATE recoveries SET locked_until = NULL, locked_by = NULL
+                     WHERE locked_by = ?1 AND finished_at IS NULL",
+                    [&node],
                 )
                 .map_err(internal)?;
                 Ok(())

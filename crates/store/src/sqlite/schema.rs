@@ -246,6 +246,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX recoveries_open ON recoveries(created_at) WHERE finished_at IS NULL;
     CREATE INDEX deliveries_manual ON deliveries(event_id, endpoint_id, seq) WHERE manual = 1;
     "#,
+    // 8: retention finds an old event's deliveries, and old hourly stats.
+    r#"
+    CREATE INDEX deliveries_event ON deliveries(event_id);
+    CREATE INDEX endpoint_stats_hour ON endpoint_stats(hour);
+    "#,
 ];
 
 /// Brings the schema up to `target` (the newest version, but for the
