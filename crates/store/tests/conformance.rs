@@ -1105,3 +1105,90 @@ async fn retention_deletes_old_finished_events_and_keeps_pending_and_young_ones(
         assert_eq!(place.count(stats).await, 0, "{name}");
     }
 }
+
+/// PostgreSQL over TLS (contract §7.1), as libpq reads the URL: `require`
+/// and `verify-full` (against the CA that signed the server's certificate)
+/// connect over TLS, `disable` does not, and `verify-full` against a CA that
+/// did not sign it is refused with a message that says why. Needs the
+/// server's CA (`HERALD_TEST_POSTGRES_TLS_CA`, and another CA in
+/// `HERALD_TEST_POSTGRES_TLS_OTHER_CA`), which `.ci/run` makes.
+#[tokio::test]
+async fn postgres_connections_honour_sslmode_and_sslrootcert() {
+    let Ok(base) = std::env::var("HERALD_TEST_POSTGRES_URL") else {
+        eprintln!("skipping PostgreSQL TLS: HERALD_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let (Ok(ca), Ok(other_ca)) = (
+        std::env::var("HERALD_TEST_POSTGRES_TLS_CA"),
+        std::env::var("HERALD_TEST_POSTGRES_TLS_OTHER_CA"),
+    ) else {
+        assert!(
+            std::env::var("HERALD_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
+            "HERALD_TEST_REQUIRE_ALL=1 but HERALD_TEST_POSTGRES_TLS_CA / _OTHER_CA are not set"
+        );
+        eprintln!("skipping PostgreSQL TLS: HERALD_TEST_POSTGRES_TLS_CA is not set (.ci/run makes one)");
+        return;
+    };
+    let schema = format!("herald_tls_{}", herald_domain::ids::new_suffix(NOW));
+    let plain = pg_client(&base).await;
+    plain.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+    let scratch = Scratch {
+        _dir: tempfile::tempdir().unwrap(),
+        schema: Some((base.clone(), schema.clone())),
+    };
+    let url = herald_store::postgres::schema_url(&base, &schema);
+    let with = |params: &str| format!("{url}&{params}");
+    // Whether the store's own connections (named by application_name) use TLS.
+    let over_tls = |app: &'static str| {
+        let plain = &plain;
+        async move {
+            let row = plain
+                .query_one(
+                    "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_ssl s
+                     JOIN pg_stat_activity a ON a.pid = s.pid WHERE a.application_name = $1",
+                    &[&app],
+                )
+                .await
+                .unwrap();
+            let (all, tls): (i64, i64) = (row.get(0), row.get(1));
+            assert!(all > 0, "{app}: no connection");
+            all == tls
+        }
+    };
+    for (params, app, tls) in [
+        (
+            "sslmode=require&application_name=herald_require".to_owned(),
+            "herald_require",
+            true,
+        ),
+        (
+            format!("sslmode=verify-full&sslrootcert={ca}&application_name=herald_full"),
+            "herald_full",
+            true,
+        ),
+        (
+            format!("sslmode=verify-ca&sslrootcert={ca}&application_name=herald_ca"),
+            "herald_ca",
+            true,
+        ),
+        (
+            "sslmode=disable&application_name=herald_plain".to_owned(),
+            "herald_plain",
+            false,
+        ),
+    ] {
+        let store = PgStore::open(&with(&params), 2)
+            .await
+            .unwrap_or_else(|e| panic!("{params}: {e}"));
+        store.create_account("a", NOW).await.unwrap();
+        assert_eq!(over_tls(app).await, tls, "{params}");
+        drop(store);
+    }
+    let refused = PgStore::open(&with(&format!("sslmode=verify-full&sslrootcert={other_ca}")), 2)
+        .await
+        .err()
+        .expect("a certificate from an unknown CA is refused");
+    let message = refused.to_string();
+    assert!(message.contains("certificate"), "{message}");
+    drop(scratch);
+}

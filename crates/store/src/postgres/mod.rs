@@ -11,6 +11,7 @@
 
 mod batch;
 mod schema;
+mod tls;
 mod webhook_health;
 pub use schema::latest_version;
 
@@ -23,7 +24,7 @@ use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres::{AsyncMessage, Row};
 
 use herald_domain::attempt::AttemptStatus;
 use herald_domain::event::EventType;
@@ -89,6 +90,8 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 pub struct PgStore {
     pool: Pool,
     config: tokio_postgres::Config,
+    /// How its connections do TLS (the URL's `sslmode`, [`tls`]).
+    tls: tls::PgTls,
     /// Publishes to store, taken in batches by [`batch::spawn_publishers`].
     publisher: mpsc::Sender<batch::PublishJob>,
     /// Attempts to record, written in batches ([`crate::records`]).
@@ -130,7 +133,7 @@ pub fn drop_schema_blocking(url: &str, name: &str) {
             return;
         };
         runtime.block_on(async move {
-            let Ok((client, connection)) = tokio_postgres::connect(&url, NoTls).await else {
+            let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await else {
                 return;
             };
             tokio::spawn(connection);
@@ -146,7 +149,19 @@ pub fn drop_schema_blocking(url: &str, name: &str) {
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::Unavailable(format!("no database connection: {e}"))
+    // With every cause: "error performing TLS handshake" alone does not say
+    // that the server's certificate was refused, nor why.
+    let mut message = format!("no database connection: {e}");
+    let mut cause = std::error::Error::source(&e);
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = inner.source();
+    }
+    StoreError::Unavailable(message)
 }
 
 impl PgStore {
@@ -163,9 +178,11 @@ impl PgStore {
     }
 
     async fn open_at(url: &str, pool_size: usize, version: usize) -> StoreResult<Self> {
-        let mut config = tokio_postgres::Config::from_str(url)
+        let (url, tls, ssl_mode) = tls::from_url(url)?;
+        let mut config = tokio_postgres::Config::from_str(&url)
             .map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
         config.connect_timeout(DB_WAIT);
+        config.ssl_mode(ssl_mode);
         // Every query Herald makes is meant to find its rows through an
         // index. A plan is kept for the life of a connection once the
         // planner has settled on it, and one made while a table was still
@@ -187,7 +204,7 @@ impl PgStore {
         config.options(&options);
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -206,6 +223,7 @@ impl PgStore {
         let store = Self {
             pool,
             config,
+            tls,
             publisher,
             records: Arc::default(),
             flush,

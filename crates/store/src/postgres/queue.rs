@@ -9,10 +9,10 @@ const SIGNAL_QUEUE: usize = 1024;
 
 /// Keeps one connection listening for the other processes' announcements,
 /// reconnecting with a pause when the database goes away, until `tx` closes.
-pub(super) async fn listen(config: tokio_postgres::Config, tx: mpsc::Sender<StoreSignal>) {
+pub(super) async fn listen(config: tokio_postgres::Config, tls: tls::PgTls, tx: mpsc::Sender<StoreSignal>) {
     let mut pause = Duration::from_millis(100);
     while !tx.is_closed() {
-        match config.connect(NoTls).await {
+        match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                 let subscribed = async {
@@ -368,8 +368,7 @@ impl Queue for PgStore {
 
     async fn subscribe(&self) -> StoreResult<Option<mpsc::Receiver<StoreSignal>>> {
         let (tx, rx) = mpsc::channel(SIGNAL_QUEUE);
-        let config = self.config.clone();
-        tokio::spawn(listen(config, tx));
+        tokio::spawn(listen(self.config.clone(), self.tls.clone(), tx));
         Ok(Some(rx))
     }
 
