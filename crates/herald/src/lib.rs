@@ -168,6 +168,27 @@ pub async fn migrate(location: &DatabaseLocation) -> anyhow::Result<()> {
     open_store(location).await.map(|_| ())
 }
 
+/// Copies a stopped SQLite store into an empty PostgreSQL one (`herald
+/// migrate-store`), migrating both to this binary's schema first.
+pub async fn migrate_store(
+    from: &DatabaseLocation,
+    to: &DatabaseLocation,
+) -> anyhow::Result<herald_store::postgres::ImportReport> {
+    let (DatabaseLocation::Sqlite { path, .. }, DatabaseLocation::Postgres { url }) = (from, to) else {
+        anyhow::bail!("--from must be a sqlite:// store and --to a postgres:// one");
+    };
+    if !path.exists() {
+        anyhow::bail!("--from: there is no SQLite store at {}", path.display());
+    }
+    let target = PgStore::open(url, 2)
+        .await
+        .context("--to: cannot open the PostgreSQL store")?;
+    target
+        .import_sqlite(path)
+        .await
+        .context("cannot copy the store (nothing was written to PostgreSQL)")
+}
+
 /// Copies a SQLite store to `to` while a server may be running on it
 /// (`herald backup`). A server started on the copy has everything committed
 /// before the copy began.

@@ -41,6 +41,15 @@ enum Command {
         #[arg(long, env = "HERALD_DATABASE_URL", default_value = "sqlite://herald.db")]
         database_url: String,
     },
+    /// Copy a stopped SQLite store into an empty PostgreSQL database.
+    MigrateStore {
+        /// The SQLite store (`sqlite://PATH`); stop its server first.
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL store (`postgres://…`); it must hold no data yet.
+        #[arg(long)]
+        to: String,
+    },
     /// Print a one-time dashboard sign-in link for a team (opens the store directly).
     DashboardLink {
         /// The team the link opens the dashboard for.
@@ -136,6 +145,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 report.bytes,
                 report.took.as_millis()
             );
+            Ok(())
+        }
+        Command::MigrateStore { from, to } => {
+            let report = herald::migrate_store(
+                &parse_database_url(&from, Durability::Normal)?,
+                &parse_database_url(&to, Durability::Normal)?,
+            )
+            .await?;
+            for (table, rows) in &report.tables {
+                println!("{table}: {rows} rows");
+            }
+            println!("copied; start the servers on the PostgreSQL store");
             Ok(())
         }
         Command::Migrate { database_url } => {

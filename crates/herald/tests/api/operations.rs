@@ -260,3 +260,58 @@ async fn a_backup_taken_under_load_has_every_event_acknowledged_before_it() {
     assert_eq!(status, StatusCode::OK, "{log}");
     assert!(!log["data"].as_array().unwrap().is_empty(), "{log}");
 }
+
+/// `herald migrate-store`: a SQLite store copied into PostgreSQL keeps its
+/// teams and keys, webhooks, events and attempt log; the servers on
+/// PostgreSQL go on from there (new ids after the copied ones), and a second
+/// copy into the now non-empty store is refused.
+#[tokio::test]
+async fn a_sqlite_store_moved_to_postgres_keeps_its_teams_webhooks_events_and_log() {
+    let Some(backend) = crate::stores::Backend::postgres() else {
+        return;
+    };
+    let app = spawn_app().await;
+    let receiver = TestReceiver::start().await;
+    let team = app.create_team().await;
+    let webhook = app.create_webhook(&team, &receiver.url("/moved")).await;
+    let wh = webhook["id"].as_str().unwrap().to_owned();
+    for i in 0..5 {
+        let (status, _) = app.publish(meeting_event(&team, &format!("moved{i}"))).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    app.wait_for_attempts(&team, &wh, 5, Duration::from_secs(10)).await;
+    let log = app.attempts(&team, &wh, "limit=50").await;
+    let sqlite = app.stop().await;
+    backend
+        .run(async move {
+            let pg = TestData::new().await;
+            let copy = || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+                    .args([
+                        "migrate-store",
+                        "--from",
+                        &sqlite.database_url(),
+                        "--to",
+                        &pg.database_url(),
+                    ])
+                    .output()
+                    .unwrap()
+            };
+            let out = copy();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(printed.contains("events: 5 rows"), "{printed}");
+            assert!(printed.contains("attempts: 5 rows"), "{printed}");
+
+            let again = copy();
+            assert!(!again.status.success());
+            assert!(String::from_utf8_lossy(&again.stderr).contains("empty database"));
+
+            let app = spawn_app_in(pg, |_| {}).await;
+            assert_eq!(app.attempts(&team, &wh, "limit=50").await, log, "the same log");
+            let (status, _) = app.publish(meeting_event(&team, "after")).await;
+            assert_eq!(status, StatusCode::ACCEPTED);
+            app.wait_for_attempts(&team, &wh, 6, Duration::from_secs(10)).await;
+        })
+        .await;
+}

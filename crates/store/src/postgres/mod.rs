@@ -10,6 +10,8 @@
 //! and changed endpoints, so nobody polls on the hot path.
 
 mod batch;
+mod import;
+pub use import::ImportReport;
 mod schema;
 mod tls;
 mod webhook_health;

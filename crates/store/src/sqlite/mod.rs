@@ -37,7 +37,8 @@ use crate::records::{Flush, RecordQueue, Unrun};
 use crate::{
     AttemptLog, Endpoints, Publishing, Queue, Recovering, Retention, Sessions, StoreError, StoreResult, Tenancy,
 };
-use pool::{Connections, internal};
+use pool::Connections;
+pub(crate) use pool::internal;
 
 mod accounts;
 mod backup;
