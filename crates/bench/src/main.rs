@@ -13,7 +13,8 @@
 //! the server's peak RSS and CPU time, and scenario-specific fields.
 //!
 //! Scenarios: `single`, `fanout`, `paced`, `isolation`, `backlog`,
-//! `realtime`, `idle`, `recover`, and `all` (each in turn). `--smoke` shrinks them all
+//! `realtime`, `idle`, `recover`, and `all` (each in turn); `soak` (ten
+//! minutes) runs only on its own. `--smoke` shrinks them all
 //! to a few seconds; every loop has a deadline and the server is killed at
 //! the end. The exit status is non-zero when an event went missing, a body
 //! was wrong, or a scenario could not run.
@@ -50,7 +51,11 @@ enum Scenario {
     /// 100,000 failed events recovered while another webhook takes 1,000
     /// events/s: the recover's rate and the paced p99 with and without it.
     Recover,
-    /// Every scenario in turn.
+    /// 1,000 events/s for 10 minutes to 1 endpoint with a 60 s retention:
+    /// the store's size, the server's RSS and the p99 sampled every minute.
+    /// Not part of `all`: it is ten minutes long.
+    Soak,
+    /// Every scenario in turn (not `soak`).
     All,
 }
 
@@ -76,6 +81,7 @@ impl Scenario {
             Scenario::Realtime => "realtime",
             Scenario::Idle => "idle",
             Scenario::Recover => "recover",
+            Scenario::Soak => "soak",
             Scenario::All => "all",
         }
     }
@@ -93,12 +99,12 @@ struct Cli {
     /// `<workspace>/target/release/herald`).
     #[arg(long)]
     herald_bin: Option<PathBuf>,
-    /// Events to publish (for `paced` and `realtime`: default rate × duration;
-    /// for `recover`: the failed events recovered).
+    /// Events to publish (for `paced`, `realtime` and `soak`: default rate ×
+    /// duration; for `recover`: the failed events recovered).
     #[arg(long)]
     events: Option<u64>,
     /// Publishing stops after this many seconds (paced length for
-    /// `paced`/`realtime`/`recover`).
+    /// `paced`/`realtime`/`recover`/`soak`).
     #[arg(long)]
     duration_s: Option<f64>,
     /// Publish at this many events/s instead of as fast as possible.
@@ -132,6 +138,10 @@ struct Cli {
     /// Seconds to stay idle (`idle`).
     #[arg(long)]
     idle_s: Option<f64>,
+    /// The server's retention in seconds (`soak`: default 60, smoke 5),
+    /// given as `HERALD_RETENTION` in whole seconds, at least 1.
+    #[arg(long)]
+    retention_s: Option<f64>,
     /// The store: `sqlite` (a fresh file) or `postgres` (a fresh schema in
     /// `--postgres-url`). PostgreSQL applies to the webhook scenarios.
     #[arg(long, default_value = "sqlite")]
@@ -149,6 +159,7 @@ struct Cli {
 fn defaults(scenario: Scenario, smoke: bool, herald_bin: PathBuf) -> Params {
     let mut p = Params {
         herald_bin,
+        server_env: Vec::new(),
         events: 0,
         rate: None,
         concurrency: 32,
@@ -238,6 +249,16 @@ fn defaults(scenario: Scenario, smoke: bool, herald_bin: PathBuf) -> Params {
             p.duration_s = 2.0;
             p.wait_s = 15.0;
         }
+        (Scenario::Soak, false) => {
+            p.rate = Some(1_000.0);
+            p.duration_s = 600.0;
+            p.wait_s = 15.0;
+        }
+        (Scenario::Soak, true) => {
+            // Four 5 s samples, against a 5 s retention.
+            p.rate = Some(200.0);
+            p.duration_s = 20.0;
+        }
         (Scenario::Idle | Scenario::All, _) => {}
     }
     p
@@ -290,7 +311,14 @@ fn params(cli: &Cli, scenario: Scenario) -> Params {
     p
 }
 
-async fn run_one(scenario: Scenario, p: &Params) -> Report {
+/// The server's retention for `soak`: long enough that the store holds a
+/// retention's worth of events for several samples, short enough that the
+/// run sees it level off (two retentions, then samples to compare).
+fn retention_s(cli: &Cli) -> f64 {
+    cli.retention_s.unwrap_or(if cli.smoke { 5.0 } else { 60.0 })
+}
+
+async fn run_one(scenario: Scenario, p: &Params, retention_s: f64) -> Report {
     let ticks = server::host_cpu_ticks();
     let result = match scenario {
         Scenario::Single => scenarios::single(p).await,
@@ -300,6 +328,7 @@ async fn run_one(scenario: Scenario, p: &Params) -> Report {
         Scenario::Backlog => scenarios::backlog(p).await,
         Scenario::Realtime => scenarios::realtime(p).await,
         Scenario::Recover => scenarios::recover(p).await,
+        Scenario::Soak => scenarios::soak(p, retention_s).await,
         Scenario::Idle | Scenario::All => scenarios::idle(p).await,
     };
     let mut report = result.unwrap_or_else(|e| scenarios::failed(scenario.name(), &e));
@@ -343,7 +372,7 @@ async fn main() -> ExitCode {
     for scenario in list {
         let p = params(&cli, scenario);
         eprintln!("herald-bench: {} ({})", scenario.name(), p.herald_bin.display());
-        let report = run_one(scenario, &p).await;
+        let report = run_one(scenario, &p, retention_s(&cli)).await;
         passed &= report.passed;
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{}", report.line());

@@ -7,6 +7,7 @@
 //! `scenarios/recover.rs`) have their own.
 
 mod recover;
+mod soak;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use crate::receiver::Receiver;
 use crate::server::{ADMIN_KEY, Herald, proc_cpu_s};
 
 pub use recover::recover;
+pub use soak::soak;
 
 /// The standard retry schedule: delays before attempts 2 to 5.
 const STANDARD_DELAYS_S: [f64; 4] = [2.0, 4.0, 8.0, 16.0];
@@ -33,6 +35,9 @@ const STANDARD_DELAYS_S: [f64; 4] = [2.0, 4.0, 8.0, 16.0];
 #[derive(Debug, Clone)]
 pub struct Params {
     pub herald_bin: PathBuf,
+    /// Settings given to the server beside those every scenario sets
+    /// (`soak`: its retention).
+    pub server_env: Vec<(String, String)>,
     pub events: u64,
     /// Paced rate (events/s); `None` is as fast as the server answers.
     pub rate: Option<f64>,
@@ -379,7 +384,7 @@ async fn start_nodes(p: &Params, database_url: Option<&str>) -> anyhow::Result<V
         (cores / p.nodes).max(1)
     });
     for _ in 0..p.nodes.max(1) {
-        nodes.push(Herald::start(&p.herald_bin, database_url, threads).await?);
+        nodes.push(Herald::start(&p.herald_bin, database_url, threads, &p.server_env).await?);
     }
     Ok(nodes)
 }
@@ -755,7 +760,7 @@ impl BySecond {
 
 pub async fn realtime(p: &Params) -> anyhow::Result<Report> {
     let mut report = Report::new("realtime");
-    let herald = Herald::start(&p.herald_bin, None, None).await?;
+    let herald = Herald::start(&p.herald_bin, None, None, &p.server_env).await?;
     let receiver = Receiver::start().await?;
     let mut api = Api::new(herald.addr);
     let account = field(
@@ -902,7 +907,7 @@ pub async fn realtime(p: &Params) -> anyhow::Result<Report> {
 
 pub async fn idle(p: &Params) -> anyhow::Result<Report> {
     let mut report = Report::new("idle");
-    let herald = Herald::start(&p.herald_bin, None, None).await?;
+    let herald = Herald::start(&p.herald_bin, None, None, &p.server_env).await?;
     tokio::time::sleep(secs(p.idle_s)).await;
     let stats = herald.stats();
     report.set_f("ready_ms", herald.ready_ms, 1);

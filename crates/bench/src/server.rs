@@ -100,8 +100,14 @@ pub struct ProcStats {
 impl Herald {
     /// Starts `bin serve` on a free port and a new database, and waits until
     /// it is ready.
-    /// `threads`: the server's worker threads, where several share the cores.
-    pub async fn start(bin: &Path, database_url: Option<&str>, threads: Option<usize>) -> anyhow::Result<Self> {
+    /// `threads`: the server's worker threads, where several share the cores;
+    /// `env`: further settings of the scenario's own.
+    pub async fn start(
+        bin: &Path,
+        database_url: Option<&str>,
+        threads: Option<usize>,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         if !bin.is_file() {
             bail!(
                 "herald binary not found at {} (build it with `cargo build --release -p herald`, or pass --herald-bin)",
@@ -120,6 +126,7 @@ impl Herald {
         if let Some(threads) = threads {
             command.env("HERALD_WORKER_THREADS", threads.to_string());
         }
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         let child = command
             .arg("serve")
             .current_dir(dir.path())
