@@ -154,11 +154,18 @@ impl Api {
 
     /// POSTs JSON that must answer 201; answers the body.
     pub async fn create(&mut self, path: &str, key: &str, body: &Value) -> anyhow::Result<Value> {
-        let (status, value) = self.post(path, key, body).await?;
-        if status != 201 {
-            bail!("POST {path} answered {status}: {value}");
+        // A team key may make `HERALD_TEAM_RATE_LIMIT` requests a second
+        // (100, bursts of 200): a setup of a thousand bots waits its turn,
+        // as any client of the API would (the answer's `Retry-After` is 1 s).
+        for _ in 0..120 {
+            let (status, value) = self.post(path, key, body).await?;
+            match status {
+                201 => return Ok(value),
+                429 => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+                _ => bail!("POST {path} answered {status}: {value}"),
+            }
         }
-        Ok(value)
+        bail!("POST {path} answered 429 for two minutes")
     }
 }
 

@@ -79,22 +79,21 @@ impl Pace {
 
 pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) {
     let pace = Arc::new(Pace::new(engine.config.recover_rate_per_s));
-    let mut working: JoinSet<(RecoveryId, bool)> = JoinSet::new();
-    let mut held: Vec<RecoveryId> = Vec::new();
+    let mut working: JoinSet<bool> = JoinSet::new();
+    // The recovers worked here, by the task working each.
+    let mut held: Vec<(tokio::task::Id, RecoveryId)> = Vec::new();
     // After a failed write, no new recover is taken before this.
     let mut calm_until = Instant::now();
     loop {
         while working.len() < AT_ONCE && Instant::now() >= calm_until {
             let lease = engine.new_lease();
-            match engine.store.claim_recovery(&lease, now_ms(), &held).await {
+            let ids: Vec<RecoveryId> = held.iter().map(|(_, id)| id.clone()).collect();
+            match engine.store.claim_recovery(&lease, now_ms(), &ids).await {
                 Ok(Some(recovery)) => {
-                    held.push(recovery.id.clone());
+                    let id = recovery.id.clone();
                     let (engine, pace, shutdown) = (engine.clone(), Arc::clone(&pace), shutdown.clone());
-                    working.spawn(async move {
-                        let id = recovery.id.clone();
-                        let written = work(&engine, recovery, &pace, &shutdown).await;
-                        (id, written)
-                    });
+                    let task = working.spawn(async move { work(&engine, recovery, &pace, &shutdown).await });
+                    held.push((task.id(), id));
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -108,16 +107,21 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) {
                 while working.join_next().await.is_some() {}
                 return;
             }
-            Some(done) = working.join_next(), if !working.is_empty() => {
-                if let Ok((id, written)) = done {
-                    held.retain(|h| *h != id);
-                    if !written {
+            Some(done) = working.join_next_with_id(), if !working.is_empty() => {
+                let task = match &done {
+                    Ok((task, _)) => *task,
+                    Err(e) => e.id(),
+                };
+                held.retain(|(t, _)| *t != task);
+                match done {
+                    Ok((_, true)) => {}
+                    Ok((_, false)) => calm_until = Instant::now() + POLL,
+                    // Only a bug makes a recover's task panic: the recover is
+                    // taken again after a pause, like after a failed write.
+                    Err(e) => {
+                        tracing::error!(error = %e, "a recover's task ended without an answer");
                         calm_until = Instant::now() + POLL;
                     }
-                } else {
-                    // A recover's task cannot panic but for a bug; its lease
-                    // runs out and it is taken again then.
-                    tracing::error!("a recover's task ended without an answer");
                 }
             }
             _ = engine.recovers.0.notified() => {}

@@ -98,7 +98,6 @@ impl App {
         tracker.spawn(retention::run(
             Arc::clone(&store) as Arc<dyn herald_store::Retention>,
             config.retention,
-            config.clock.clone(),
             shutdown.clone(),
         ));
         let state = AppState::new(store, engine.clone(), admin_hash, settings);
