@@ -795,10 +795,7 @@ pub async fn realtime(p: &Params) -> anyhow::Result<Report> {
                 "events": ["transcript.data"],
             }]},
         });
-        let (status, answer) = api.post("/api/v1/bot/", &key, &body).await?;
-        if status != 201 {
-            anyhow::bail!("POST /api/v1/bot/ answered {status}: {answer}");
-        }
+        let answer = api.create("/api/v1/bot/", &key, &body).await?;
         bot_ids.push(field(&answer, "id")?);
     }
     report.set_f("setup_s", setup_started.elapsed().as_secs_f64(), 3);
