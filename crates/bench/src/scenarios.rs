@@ -212,6 +212,84 @@ struct Accepted {
 
 /// Publishes `meeting.completed` round-robin over the teams (or posts the
 /// same bodies to the receiver's `/loop` for the limit).
+/// A team with a key and one `meeting.completed` webhook to `url`.
+struct Team {
+    id: String,
+    key: String,
+    webhook: String,
+}
+
+async fn team_with_webhook(api: &mut Api, account: &str, name: &str, url: String) -> anyhow::Result<Team> {
+    let id = field(
+        &api.create(
+            &format!("/api/v1/accounts/{account}/teams"),
+            ADMIN_KEY,
+            &json!({ "name": name }),
+        )
+        .await?,
+        "id",
+    )?;
+    let key = field(
+        &api.create(&format!("/api/v1/teams/{id}/keys"), ADMIN_KEY, &json!({}))
+            .await?,
+        "key",
+    )?;
+    let webhook = field(
+        &api.create(
+            "/api/v1/webhooks",
+            &key,
+            &json!({"name": name, "url": url, "eventTypes": ["meeting.completed"]}),
+        )
+        .await?,
+        "id",
+    )?;
+    Ok(Team { id, key, webhook })
+}
+
+/// The deliveries of a paced job's events to one endpoint, checked.
+#[derive(Default)]
+struct EndpointCheck {
+    delivered: u64,
+    missing: u64,
+    duplicates: u64,
+    wrong: u64,
+}
+
+impl EndpointCheck {
+    /// Takes the deliveries of `job`'s events to `endpoint` out of
+    /// `arrivals`: counts them, checks each body, and hands each delivered
+    /// event's publish time and first arrival to `each`.
+    fn take(
+        &mut self,
+        job: &MeetingJob,
+        endpoint: u32,
+        arrivals: &mut crate::receiver::TeamTable,
+        mut each: impl FnMut(Instant, Instant) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        for (i, slot) in job.sent.iter().enumerate() {
+            let Some((id, sent)) = slot.get() else {
+                continue;
+            };
+            let Some(record) = arrivals.remove(&(endpoint, id.clone())) else {
+                self.missing += 1;
+                continue;
+            };
+            let meeting = format!("mtg_{i}");
+            if !record.body_ok || record.meeting_id.as_deref() != Some(meeting.as_str()) {
+                self.wrong += 1;
+            }
+            let Some(first) = record.first_delivery() else {
+                self.missing += 1;
+                continue;
+            };
+            self.delivered += 1;
+            self.duplicates += record.delivered().saturating_sub(1) as u64;
+            each(*sent, first)?;
+        }
+        Ok(())
+    }
+}
+
 struct MeetingJob {
     account: String,
     teams: Vec<String>,

@@ -2,10 +2,11 @@
 //! events older than the retention, with their deliveries and attempts, a
 //! small batch at a time with a pause between batches so that publishes
 //! never wait behind it for long; then the hourly stats and finished
-//! recovers older than it. A round runs every tenth of the retention, at
-//! most every second, so that the work comes in small, even portions and
-//! an event goes within seconds of passing it. The store decides what may
-//! go ([`herald_store::Retention`]).
+//! recovers older than it (those at most once a minute: stats are kept by
+//! the hour). A round runs every tenth of the retention, at most every
+//! second, so that the work comes in small, even portions and an event
+//! goes within seconds of passing it. The store decides what may go
+//! ([`herald_store::Retention`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,11 +22,22 @@ const BATCH: usize = 100;
 /// Between batches the writer is the traffic's. At 100 events a batch this
 /// still deletes several thousand events a second.
 const PAUSE: Duration = Duration::from_millis(10);
+/// How often the hourly stats and finished recovers are pruned.
+const HISTORY_EVERY: Duration = Duration::from_secs(60);
 
 pub(crate) async fn run(store: Arc<dyn Retention>, retention: Duration, shutdown: CancellationToken) {
     let every = (retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut history_due = tokio::time::Instant::now();
     loop {
-        round(store.as_ref(), retention, &shutdown).await;
+        // The wall clock events are stamped with when accepted.
+        let cutoff = herald_engine::now_ms() - retention.as_millis() as i64;
+        round(store.as_ref(), cutoff, &shutdown).await;
+        if tokio::time::Instant::now() >= history_due {
+            history_due = tokio::time::Instant::now() + HISTORY_EVERY;
+            if let Err(e) = store.prune_history(cutoff).await {
+                tracing::warn!(error = %e, "retention could not delete old stats and recovers; it tries again later");
+            }
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
@@ -33,9 +45,7 @@ pub(crate) async fn run(store: Arc<dyn Retention>, retention: Duration, shutdown
     }
 }
 
-async fn round(store: &dyn Retention, retention: Duration, shutdown: &CancellationToken) {
-    // The wall clock events are stamped with when accepted.
-    let cutoff = herald_engine::now_ms() - retention.as_millis() as i64;
+async fn round(store: &dyn Retention, cutoff: i64, shutdown: &CancellationToken) {
     let (mut after, mut deleted, mut kept) = (0, 0, 0);
     loop {
         match store.prune_events(cutoff, after, BATCH).await {
@@ -56,9 +66,6 @@ async fn round(store: &dyn Retention, retention: Duration, shutdown: &Cancellati
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(PAUSE) => {}
         }
-    }
-    if let Err(e) = store.prune_history(cutoff).await {
-        tracing::warn!(error = %e, "retention could not delete old stats and recovers; it tries again next round");
     }
     if deleted > 0 {
         tracing::debug!(events = deleted, kept_pending = kept, "retention deleted old events");

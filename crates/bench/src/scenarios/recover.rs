@@ -20,8 +20,8 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use super::{
-    Latencies, MeetingJob, Params, Report, STANDARD_DELAYS_S, cluster_stats, histogram, load_fields, loopback_limit,
-    ms, own_cpu_s, secs, start_nodes, wait_until,
+    EndpointCheck, Latencies, MeetingJob, Params, Report, STANDARD_DELAYS_S, cluster_stats, histogram, load_fields,
+    loopback_limit, ms, own_cpu_s, secs, start_nodes, team_with_webhook, wait_until,
 };
 use crate::client::{self, Api, Job, LoadResult, Order, Plan, bearer, field};
 use crate::receiver::Receiver;
@@ -47,40 +47,6 @@ pub async fn recover(p: &Params) -> anyhow::Result<Report> {
     let report = report?;
     dropped?;
     Ok(report)
-}
-
-/// A team with a key and one `meeting.completed` webhook to `url`.
-struct Team {
-    id: String,
-    key: String,
-    webhook: String,
-}
-
-async fn team_with_webhook(api: &mut Api, account: &str, name: &str, url: String) -> anyhow::Result<Team> {
-    let id = field(
-        &api.create(
-            &format!("/api/v1/accounts/{account}/teams"),
-            ADMIN_KEY,
-            &json!({ "name": name }),
-        )
-        .await?,
-        "id",
-    )?;
-    let key = field(
-        &api.create(&format!("/api/v1/teams/{id}/keys"), ADMIN_KEY, &json!({}))
-            .await?,
-        "key",
-    )?;
-    let webhook = field(
-        &api.create(
-            "/api/v1/webhooks",
-            &key,
-            &json!({"name": name, "url": url, "eventTypes": ["meeting.completed"]}),
-        )
-        .await?,
-        "id",
-    )?;
-    Ok(Team { id, key, webhook })
 }
 
 /// One paced run to the paced webhook.
@@ -141,59 +107,31 @@ async fn paced_run(
     })
 }
 
-/// The paced runs' deliveries, checked.
-#[derive(Default)]
-struct PacedCheck {
-    delivered: u64,
-    missing: u64,
-    duplicates: u64,
-    wrong: u64,
-}
-
-impl PacedCheck {
-    /// Takes `run`'s deliveries out of `arrivals` and records each one's
-    /// latency in `latency`, and in `during`'s histogram if it was published
-    /// between `during`'s two instants.
-    fn check(
-        &mut self,
-        run: &PacedRun,
-        arrivals: &mut crate::receiver::TeamTable,
-        latency: &mut hdrhistogram::Histogram<u64>,
-        mut during: Option<(&mut hdrhistogram::Histogram<u64>, Instant, Instant)>,
-        mut latencies: Option<&mut Latencies>,
-    ) -> anyhow::Result<()> {
-        for (i, slot) in run.job.sent.iter().enumerate() {
-            let Some((id, sent)) = slot.get() else {
-                continue;
-            };
-            let Some(record) = arrivals.remove(&(PACED, id.clone())) else {
-                self.missing += 1;
-                continue;
-            };
-            let meeting = format!("mtg_{i}");
-            if !record.body_ok || record.meeting_id.as_deref() != Some(meeting.as_str()) {
-                self.wrong += 1;
-            }
-            let Some(first) = record.first_delivery() else {
-                self.missing += 1;
-                continue;
-            };
-            self.delivered += 1;
-            self.duplicates += record.delivered().saturating_sub(1) as u64;
-            let micros = first.saturating_duration_since(*sent).as_micros() as u64;
-            let _ = latency.record(micros);
-            if let Some((h, from, to)) = during.as_mut()
-                && *sent >= *from
-                && *sent <= *to
-            {
-                let _ = h.record(micros);
-            }
-            if let Some(out) = latencies.as_mut() {
-                out.write(run.load.started, *sent, first)?;
-            }
+/// Records a paced run's deliveries to [`PACED`]: each one's latency in
+/// `latency`, and in `during`'s histogram if it was published between
+/// `during`'s two instants.
+fn check_paced(
+    check: &mut EndpointCheck,
+    run: &PacedRun,
+    arrivals: &mut crate::receiver::TeamTable,
+    latency: &mut hdrhistogram::Histogram<u64>,
+    mut during: Option<(&mut hdrhistogram::Histogram<u64>, Instant, Instant)>,
+    mut latencies: Option<&mut Latencies>,
+) -> anyhow::Result<()> {
+    check.take(&run.job, PACED, arrivals, |sent, first| {
+        let micros = first.saturating_duration_since(sent).as_micros() as u64;
+        let _ = latency.record(micros);
+        if let Some((h, from, to)) = during.as_mut()
+            && sent >= *from
+            && sent <= *to
+        {
+            let _ = h.record(micros);
+        }
+        if let Some(out) = latencies.as_mut() {
+            out.write(run.load.started, sent, first)?;
         }
         Ok(())
-    }
+    })
 }
 
 async fn recover_on(p: &Params, database_url: Option<&str>) -> anyhow::Result<Report> {
@@ -343,16 +281,24 @@ async fn recover_on(p: &Params, database_url: Option<&str>) -> anyhow::Result<Re
 
     // Check the paced webhook: both runs, and the part of the second
     // published while the recover was delivering.
-    let mut paced_check = PacedCheck::default();
+    let mut paced_check = EndpointCheck::default();
     let mut baseline_latency = histogram();
-    paced_check.check(&baseline, &mut arrivals, &mut baseline_latency, None, None)?;
+    check_paced(
+        &mut paced_check,
+        &baseline,
+        &mut arrivals,
+        &mut baseline_latency,
+        None,
+        None,
+    )?;
     let mut with_latency = histogram();
     let mut during_latency = histogram();
     let mut latencies = match &p.latencies {
         Some(path) => Some(Latencies::create(path, with.load.started)?),
         None => None,
     };
-    paced_check.check(
+    check_paced(
+        &mut paced_check,
         &with,
         &mut arrivals,
         &mut with_latency,

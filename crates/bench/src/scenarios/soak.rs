@@ -24,8 +24,8 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use super::{
-    Latencies, MeetingJob, Params, Report, cluster_stats, histogram, load_fields, ms, own_cpu_s, rounded, secs,
-    start_nodes, wait_until,
+    EndpointCheck, Latencies, MeetingJob, Params, Report, cluster_stats, histogram, load_fields, ms, own_cpu_s,
+    rounded, secs, start_nodes, team_with_webhook, wait_until,
 };
 use crate::client::{self, Api, Job, Order, Plan, bearer, field};
 use crate::receiver::Receiver;
@@ -272,27 +272,7 @@ async fn soak_on(p: &Params, retention_s: u64, database_url: &str, store: StoreS
             .await?,
         "id",
     )?;
-    let team = field(
-        &api.create(
-            &format!("/api/v1/accounts/{account}/teams"),
-            ADMIN_KEY,
-            &json!({"name": "soak"}),
-        )
-        .await?,
-        "id",
-    )?;
-    let key = field(
-        &api.create(&format!("/api/v1/teams/{team}/keys"), ADMIN_KEY, &json!({}))
-            .await?,
-        "key",
-    )?;
-    api.create(
-        "/api/v1/webhooks",
-        &key,
-        &json!({"name": "soak", "url": receiver.url(&format!("/ep/{ENDPOINT}")),
-                "eventTypes": ["meeting.completed"]}),
-    )
-    .await?;
+    let team = team_with_webhook(&mut api, &account, "soak", receiver.url(&format!("/ep/{ENDPOINT}"))).await?;
 
     // Publish, sampling as it goes.
     let rate = p.rate.unwrap_or(DEFAULT_RATE);
@@ -310,7 +290,7 @@ async fn soak_on(p: &Params, retention_s: u64, database_url: &str, store: StoreS
     let count = ((length_s / sample_s + 1e-9).floor() as usize).max(1);
     let job = Arc::new(MeetingJob {
         account,
-        teams: vec![team],
+        teams: vec![team.id],
         path: "/api/v1/events",
         sent: (0..total).map(|_| OnceLock::new()).collect(),
     });
@@ -346,41 +326,31 @@ async fn soak_on(p: &Params, retention_s: u64, database_url: &str, store: StoreS
     let (mut arrivals, _) = receiver.take();
     let mut latency = histogram();
     let mut by_sample: Vec<Histogram<u64>> = (0..count).map(|_| histogram()).collect();
-    let (mut delivered, mut missing, mut duplicates, mut wrong) = (0u64, 0u64, 0u64, 0u64);
+    let mut check = EndpointCheck::default();
     let mut last_arrival = load.started;
     let mut latencies = match &p.latencies {
         Some(path) => Some(Latencies::create(path, load.started)?),
         None => None,
     };
-    for (i, slot) in job.sent.iter().enumerate() {
-        let Some((id, sent)) = slot.get() else {
-            continue;
-        };
-        let Some(record) = arrivals.remove(&(ENDPOINT, id.clone())) else {
-            missing += 1;
-            continue;
-        };
-        let meeting = format!("mtg_{i}");
-        if !record.body_ok || record.meeting_id.as_deref() != Some(meeting.as_str()) {
-            wrong += 1;
-        }
-        let Some(first) = record.first_delivery() else {
-            missing += 1;
-            continue;
-        };
-        delivered += 1;
-        duplicates += record.delivered().saturating_sub(1) as u64;
+    check.take(&job, ENDPOINT, &mut arrivals, |sent, first| {
         last_arrival = last_arrival.max(first);
-        let micros = first.saturating_duration_since(*sent).as_micros() as u64;
+        let micros = first.saturating_duration_since(sent).as_micros() as u64;
         let _ = latency.record(micros);
         let k = (sent.saturating_duration_since(started).as_secs_f64() / sample_s) as usize;
         if let Some(h) = by_sample.get_mut(k.min(count - 1)) {
             let _ = h.record(micros);
         }
         if let Some(out) = latencies.as_mut() {
-            out.write(load.started, *sent, first)?;
+            out.write(load.started, sent, first)?;
         }
-    }
+        Ok(())
+    })?;
+    let EndpointCheck {
+        delivered,
+        missing,
+        duplicates,
+        wrong,
+    } = check;
     if let Some(out) = latencies {
         out.finish()?;
     }

@@ -202,13 +202,16 @@ async fn a_backup_taken_under_load_has_every_event_acknowledged_before_it() {
     assert!(!before.is_empty());
     let copy_dir = tempfile::tempdir().unwrap();
     let copy = copy_dir.path().join("herald.db");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["backup", "--to"])
-        .arg(&copy)
-        .current_dir(data.dir.path())
-        .env_remove("HERALD_DATABASE_URL")
-        .output()
-        .unwrap();
+    let backup = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["backup", "--to"])
+            .arg(&copy)
+            .current_dir(data.dir.path())
+            .env_remove("HERALD_DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let out = backup();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("backed up to "));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -236,14 +239,7 @@ async fn a_backup_taken_under_load_has_every_event_acknowledged_before_it() {
     drop(db);
 
     // A second backup to the same place is refused, changing nothing.
-    let again = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["backup", "--to"])
-        .arg(&copy)
-        .current_dir(data.dir.path())
-        .env_remove("HERALD_DATABASE_URL")
-        .output()
-        .unwrap();
-    assert!(!again.status.success());
+    assert!(!backup().status.success());
     drop(server);
 
     let restored = TestData {
