@@ -14,14 +14,16 @@ use std::time::Duration;
 use herald_store::Retention;
 use tokio_util::sync::CancellationToken;
 
-/// Events per batch: one batch is one short write. A publish that arrives
-/// during a batch waits for it: with 500 a batch, a steady 1,000 events/s
-/// had a p99 of 2.4 ms against 1.1 ms before retention started deleting
-/// (`herald-bench soak`, docs/performance.md).
-const BATCH: usize = 100;
-/// Between batches the writer is the traffic's. At 100 events a batch this
+/// Events per batch: one batch is one short write, which on SQLite runs only
+/// when no publish or record is queued, but which a publish arriving during
+/// it waits for. With 500 a batch (in the writer's queue like any job), a
+/// steady 1,000 events/s had a p99 of 2.4 ms against 1.1 ms before
+/// retention started deleting; with 100, 1.4-2.8 ms (`herald-bench soak`,
+/// docs/performance.md).
+const BATCH: usize = 25;
+/// Between batches the writer is the traffic's. At 25 events a batch this
 /// still deletes several thousand events a second.
-const PAUSE: Duration = Duration::from_millis(10);
+const PAUSE: Duration = Duration::from_millis(2);
 /// How often the hourly stats and finished recovers are pruned.
 const HISTORY_EVERY: Duration = Duration::from_secs(60);
 

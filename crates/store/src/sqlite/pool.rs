@@ -16,6 +16,7 @@
 //! If one of them fails, the whole run is rolled back and each job in it
 //! answers `Unavailable`; callers already treat that as "try again".
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,10 +48,12 @@ const WRITER_CACHE_KIB: i64 = 4 * 1024;
 /// A write job: runs against the connection inside a savepoint, returns
 /// whether it succeeded (to keep or roll back its savepoint) and a completion
 /// that reports the result once the batch's commit is known. A job that
-/// `shares` runs in one savepoint with the sharing jobs next to it.
+/// `shares` runs in one savepoint with the sharing jobs next to it. A job
+/// that waits for `idle` runs alone, only when no other job is queued.
 struct WriteJob {
     run: Run,
     shares: bool,
+    idle: bool,
 }
 pub(crate) type Run = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
 pub(crate) type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
@@ -97,7 +100,15 @@ impl Writer {
     /// has committed (with the error that undid it, if any). Returns once the
     /// job is queued.
     pub(crate) async fn submit_shared_run(&self, run: Run) -> StoreResult<()> {
-        send(&self.0, WriteJob { run, shares: true }).await
+        send(
+            &self.0,
+            WriteJob {
+                run,
+                shares: true,
+                idle: false,
+            },
+        )
+        .await
     }
 }
 
@@ -189,17 +200,37 @@ impl Connections {
         self.submit(f, true).await
     }
 
+    /// Like [`Connections::write`], for background work (retention): the
+    /// job runs in a transaction of its own once no other job is queued, so
+    /// that a publish waits at most for one such job already running, never
+    /// behind a queue of them.
+    pub(crate) async fn write_when_idle<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.submit_as(f, false, true).await
+    }
+
     /// A handle that queues shared jobs from a task of its own.
     pub(crate) fn writer(&self) -> Writer {
         Writer(self.writer.clone())
     }
 
     /// Puts a job on the writer's channel (a refused job is dropped unrun).
-    async fn queue(&self, run: Run, shares: bool) -> StoreResult<()> {
-        send(&self.writer, WriteJob { run, shares }).await
+    async fn queue(&self, run: Run, shares: bool, idle: bool) -> StoreResult<()> {
+        send(&self.writer, WriteJob { run, shares, idle }).await
     }
 
     async fn submit<T, F>(&self, f: F, shares: bool) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.submit_as(f, shares, false).await
+    }
+
+    async fn submit_as<T, F>(&self, f: F, shares: bool, idle: bool) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
@@ -216,7 +247,7 @@ impl Connections {
             });
             (ok, done)
         });
-        self.queue(run, shares).await?;
+        self.queue(run, shares, idle).await?;
         rx.await
             .map_err(|_| StoreError::Unavailable("the writer stopped".into()))?
     }
@@ -318,13 +349,38 @@ fn open_connection(path: &Path, read_only: bool, durability: Durability) -> Stor
 
 fn run_writer(conn: Connection, mut rx: mpsc::Receiver<WriteJob>, rewind: &AtomicBool, gone: &AtomicBool) {
     let mut batch: Vec<WriteJob> = Vec::with_capacity(MAX_BATCH);
+    // Background jobs, run one at a time whenever the channel is empty.
+    let mut when_idle: VecDeque<WriteJob> = VecDeque::new();
     let mut patient = true;
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
+    loop {
+        let first = if when_idle.is_empty() {
+            rx.blocking_recv()
+        } else {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+                Ok(job) => Some(job),
+                Err(mpsc::error::TryRecvError::Empty) => when_idle.pop_front(),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+            }
+        };
+        let Some(first) = first else { break };
+        if first.idle && batch.is_empty() && rx.is_empty() {
+            batch.push(first);
+        } else {
+            let mut next = Some(first);
+            while let Some(job) = next {
+                if job.idle {
+                    when_idle.push_back(job);
+                } else {
+                    batch.push(job);
+                }
+                next = if batch.len() < MAX_BATCH {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            if batch.is_empty() {
+                continue;
             }
         }
         if gone.load(Ordering::Relaxed) {
@@ -656,6 +712,57 @@ mod tests {
             results.push(h.await.unwrap());
         }
         results
+    }
+
+    #[tokio::test]
+    async fn a_background_job_waits_for_the_jobs_queued_behind_it() {
+        let (_dir, conns) = store().await;
+        let hold = tokio::spawn({
+            let conns = Arc::clone(&conns);
+            async move {
+                conns
+                    .write(|_| {
+                        std::thread::sleep(Duration::from_millis(300));
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut handles = Vec::new();
+        for n in [100, 101, 1, 2] {
+            let conns = Arc::clone(&conns);
+            handles.push(tokio::spawn(async move {
+                if n >= 100 {
+                    conns.write_when_idle(move |c| insert(c, n)).await
+                } else {
+                    conns.write(move |c| insert(c, n)).await
+                }
+            }));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        hold.await.unwrap().unwrap();
+        for h in handles {
+            h.await.unwrap().unwrap();
+        }
+        let order = conns
+            .read(|c| {
+                let mut s = c.prepare("SELECT n FROM t ORDER BY rowid").map_err(internal)?;
+                let rows = s.query_map([], |r| r.get(0)).map_err(internal)?;
+                rows.collect::<Result<Vec<i64>, _>>().map_err(internal)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            order,
+            [1, 2, 100, 101],
+            "the background jobs went before jobs queued after them"
+        );
+        // With nothing else queued, a background job runs at once.
+        tokio::time::timeout(Duration::from_secs(1), conns.write_when_idle(|c| insert(c, 102)))
+            .await
+            .expect("a background job waited although the writer was idle")
+            .unwrap();
     }
 
     async fn stored(conns: &Connections) -> Vec<i64> {

@@ -1,6 +1,6 @@
 //! Retention (contract §7.1): one batch of old events at a time, as one
-//! writer job, so that publishes queued meanwhile wait for one short job at
-//! most. SQLite reuses the pages it frees, so the file stops growing once
+//! background writer job that runs only when no other job is queued, so
+//! that a publish waits for one short batch at most. SQLite reuses the pages it frees, so the file stops growing once
 //! retention keeps up with the traffic.
 
 use super::*;
@@ -80,11 +80,13 @@ pub(super) fn prune_history_in(c: &Connection, cutoff_ms: i64) -> StoreResult<u6
 impl Retention for SqliteStore {
     async fn prune_events(&self, cutoff_ms: i64, after: i64, limit: usize) -> StoreResult<Pruned> {
         self.conns
-            .write(move |c| prune_events_in(c, cutoff_ms, after, limit))
+            .write_when_idle(move |c| prune_events_in(c, cutoff_ms, after, limit))
             .await
     }
 
     async fn prune_history(&self, cutoff_ms: i64) -> StoreResult<u64> {
-        self.conns.write(move |c| prune_history_in(c, cutoff_ms)).await
+        self.conns
+            .write_when_idle(move |c| prune_history_in(c, cutoff_ms))
+            .await
     }
 }
