@@ -35,6 +35,8 @@ pub enum ApiError {
     RateLimited { per_s: u32, retry_after_s: u32 },
     #[error("the database is unavailable; retry shortly")]
     Unavailable(String),
+    #[error("this server is shutting down; send new work to another one")]
+    ShuttingDown,
     #[error("internal error")]
     Internal(String),
 }
@@ -74,6 +76,7 @@ impl ApiError {
             Self::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -108,7 +111,7 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(body)).into_response();
         let retry_after = match &self {
             Self::Overloaded { retry_after_s } | Self::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
-            Self::Unavailable(_) => Some(1),
+            Self::Unavailable(_) | Self::ShuttingDown => Some(1),
             _ => None,
         };
         if let Some(seconds) = retry_after {

@@ -11,8 +11,13 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// 200 once the store answers; 503 while it does not.
+/// 200 once the store answers; 503 while it does not, and from the moment
+/// the server was told to stop (it still serves while attempts in flight
+/// finish, so that a load balancer sees the 503 and moves traffic away).
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    if state.engine.is_stopping() {
+        return Err(ApiError::ShuttingDown);
+    }
     state.store.ping().await?;
     Ok("ready")
 }

@@ -289,6 +289,11 @@ impl Dispatcher {
         dropped
     }
 
+    /// Whether shutdown has begun: nothing new is started from then on.
+    pub(crate) fn stopping(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Bookkeeping under this lock never panics midway; recover regardless.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

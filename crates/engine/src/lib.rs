@@ -319,6 +319,12 @@ impl Engine {
         self.recovers.wake();
     }
 
+    /// Whether this process was told to stop: it claims and starts nothing
+    /// new, and `/readyz` answers 503.
+    pub fn is_stopping(&self) -> bool {
+        self.dispatcher.stopping()
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }

@@ -125,22 +125,24 @@ impl App {
         self.generated_admin_key.as_ref().map(ApiKey::reveal)
     }
 
-    /// Serves until `signal` completes, then stops accepting requests, stops
-    /// claiming work, lets attempts in flight finish within the grace period
-    /// and gives back this node's leases.
+    /// Serves until `signal` completes; then stops claiming work and answers
+    /// `/readyz` with 503 while attempts in flight finish within the grace
+    /// period (requests are still served meanwhile, so that a load balancer
+    /// sees the 503), stops accepting requests, and gives back this node's
+    /// leases.
     pub async fn run_until_stopped(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let token = self.shutdown.clone();
+        let (shutdown, tracker, grace) = (self.shutdown.clone(), self.tracker.clone(), self.grace);
         serve::serve(self.listener, self.router, self.serve_limits, async move {
             signal.await;
-            token.cancel();
+            tracing::info!("stopping: /readyz answers 503; attempts in flight may finish");
+            shutdown.cancel();
+            tracker.close();
+            if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+                tracing::warn!("attempts still in flight after the grace period; they will be retried");
+            }
         })
         .await
         .context("the HTTP server failed")?;
-        self.shutdown.cancel();
-        self.tracker.close();
-        if tokio::time::timeout(self.grace, self.tracker.wait()).await.is_err() {
-            tracing::warn!("attempts still in flight after the grace period; they will be retried");
-        }
         self.engine.release_all().await;
         Ok(())
     }

@@ -311,3 +311,64 @@ async fn a_sqlite_store_moved_to_postgres_keeps_its_teams_webhooks_events_and_lo
         })
         .await;
 }
+
+/// On SIGTERM the server answers `/readyz` with 503 (and keeps answering
+/// `/healthz`) while the attempt on the wire finishes, then exits 0; the
+/// attempt it let finish is not sent again after a restart.
+#[tokio::test]
+async fn a_stopping_server_answers_readyz_503_while_its_attempt_finishes() {
+    let data = TestData::new().await;
+    let mut server = start_server_with(&data, Some(ADMIN_KEY), &[]).await;
+    let receiver = TestReceiver::start().await;
+    receiver.answer_path("/slow", Answer::Slow(204, Duration::from_secs(2)));
+    let client = reqwest::Client::new();
+    let (team, _) = setup(&client, &server.base, &receiver.url("/slow")).await;
+    let (status, _) = post(
+        &client,
+        format!("{}/api/v1/events", server.base),
+        ADMIN_KEY,
+        &meeting_event(&team, "stopping"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    receiver.next(Duration::from_secs(10)).await.expect("the attempt");
+
+    let pid = rustix::process::Pid::from_raw(server.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let signalled = Instant::now();
+    let ready = loop {
+        let answer = client.get(format!("{}/readyz", server.base)).send().await;
+        match answer {
+            Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => break r,
+            Ok(r) => assert_eq!(r.status(), StatusCode::OK),
+            Err(e) => panic!("the stopping server refused /readyz instead of answering 503: {e}"),
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(1),
+            "/readyz still answers 200"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(ready.headers()["retry-after"], "1");
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "shutting_down", "{body}");
+    let health = client.get(format!("{}/healthz", server.base)).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+
+    let (status, mut server) = tokio::task::spawn_blocking(move || (server.child.wait().unwrap(), server))
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(1500),
+        "exited {:?} after SIGTERM, before the attempt on the wire finished",
+        signalled.elapsed()
+    );
+    // The finished attempt was recorded: a restart does not send it again.
+    server = start_server_with(&data, Some(ADMIN_KEY), &[]).await;
+    assert!(
+        receiver.next(Duration::from_secs(3)).await.is_none(),
+        "the attempt let finish was sent again"
+    );
+    drop(server);
+}
