@@ -355,7 +355,7 @@ async fn a_stopping_server_answers_readyz_503_while_its_attempt_finishes() {
     let health = client.get(format!("{}/healthz", server.base)).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
 
-    let (status, mut server) = tokio::task::spawn_blocking(move || (server.child.wait().unwrap(), server))
+    let (status, _stopped) = tokio::task::spawn_blocking(move || (server.child.wait().unwrap(), server))
         .await
         .unwrap();
     assert!(status.success(), "{status:?}");
@@ -365,7 +365,7 @@ async fn a_stopping_server_answers_readyz_503_while_its_attempt_finishes() {
         signalled.elapsed()
     );
     // The finished attempt was recorded: a restart does not send it again.
-    server = start_server_with(&data, Some(ADMIN_KEY), &[]).await;
+    let server = start_server_with(&data, Some(ADMIN_KEY), &[]).await;
     assert!(
         receiver.next(Duration::from_secs(3)).await.is_none(),
         "the attempt let finish was sent again"
