@@ -21,6 +21,7 @@ mod operations;
 mod process;
 mod publish;
 mod realtime;
+mod receiver_kit;
 mod receivers;
 mod recover;
 mod resend;
