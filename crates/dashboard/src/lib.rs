@@ -41,7 +41,7 @@ use herald_engine::Engine;
 use herald_store::Store;
 
 pub use error::DashboardError;
-pub use format::{PRETTY_MAX_BYTES, pretty_body};
+pub use format::{PRETTY_MAX_BYTES, iso_time, pretty_body};
 
 /// What every dashboard handler can reach.
 #[derive(Clone)]

@@ -3,6 +3,7 @@
 //! as `main` does, on a listener bound to port 0.
 
 pub mod config;
+pub mod demo;
 mod retention;
 pub mod serve;
 

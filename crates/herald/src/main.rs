@@ -27,6 +27,9 @@ struct Cli {
 enum Command {
     /// Run the API and the delivery engine.
     Serve(ServeArgs),
+    /// Try Herald: a server on a temporary store, a built-in receiver, demo
+    /// webhooks and a bot, and sample events every few seconds (Ctrl-C ends it).
+    Demo(herald::demo::DemoArgs),
     /// Apply the store's schema migrations and exit.
     Migrate {
         #[arg(long, env = "HERALD_DATABASE_URL", default_value = "sqlite://herald.db")]
@@ -67,13 +70,17 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    let command = Cli::parse().command;
     // Logs go to stderr: stdout carries what a command prints for people and
-    // scripts (the generated admin key, a dashboard link).
+    // scripts (the generated admin key, a dashboard link). The demo says what
+    // happens on stdout, so its log shows only warnings unless `HERALD_LOG`
+    // asks for more.
+    let log = std::env::var("HERALD_LOG").ok().filter(|l| !l.trim().is_empty());
+    let default_log = matches!(command, Command::Demo(_)).then_some("warn");
     herald::init_logging(
         std::env::var("HERALD_LOG_FORMAT").ok().as_deref(),
-        std::env::var("HERALD_LOG").ok().as_deref(),
+        log.as_deref().or(default_log),
     )?;
-    let command = Cli::parse().command;
     if matches!(command, Command::Serve(_)) {
         reserve_fd_table();
     }
@@ -137,6 +144,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!(addr = %app.addr(), "herald is listening");
             app.run_until_stopped(herald::shutdown_signal()).await
         }
+        Command::Demo(args) => herald::demo::run(args).await,
         Command::Backup { to, database_url } => {
             let report = herald::backup(&parse_database_url(&database_url, Durability::Normal)?, &to)?;
             println!(

@@ -16,6 +16,7 @@ mod dashboard_health_ui;
 mod dashboard_http;
 mod dashboard_ui;
 mod delivery;
+mod demo;
 mod hardening;
 mod operations;
 mod process;
