@@ -3,7 +3,6 @@
 //! dashboard, both webhooks show attempts through the API within 15 s, and
 //! Ctrl-C ends it with 0 and deletes its store.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -13,7 +12,7 @@ use reqwest::StatusCode;
 use reqwest::header::{LOCATION, SET_COOKIE};
 use serde_json::Value;
 
-use crate::process::get;
+use crate::process::{collect_lines, get};
 
 /// The demo's process, killed (and its store deleted) if the test fails first.
 struct Demo {
@@ -43,18 +42,8 @@ impl Demo {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start herald demo");
-        let collect = |from: Box<dyn std::io::Read + Send>| {
-            let collected = Arc::new(Mutex::new(Vec::new()));
-            let lines = Arc::clone(&collected);
-            std::thread::spawn(move || {
-                for line in BufReader::new(from).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(line);
-                }
-            });
-            collected
-        };
-        let stdout = collect(Box::new(child.stdout.take().expect("stdout")));
-        let stderr = collect(Box::new(child.stderr.take().expect("stderr")));
+        let stdout = collect_lines(child.stdout.take().expect("stdout"));
+        let stderr = collect_lines(child.stderr.take().expect("stderr"));
         Self {
             child,
             stdout,

@@ -413,12 +413,7 @@ impl TestReceiver {
             .await
             .expect("bind receiver");
         let addr = listener.local_addr().expect("receiver addr");
-        let token = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await;
-        });
+        serve_until(listener, app, stop.clone());
         Self {
             addr,
             received: tokio::sync::Mutex::new(rx),
@@ -504,4 +499,13 @@ impl TestApp {
         assert_eq!(status, StatusCode::CREATED, "{link}");
         link["url"].as_str().expect("url").to_owned()
     }
+}
+
+/// Serves `app` on `listener` in the background until `stop` is cancelled.
+pub fn serve_until(listener: tokio::net::TcpListener, app: axum::Router, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+    });
 }

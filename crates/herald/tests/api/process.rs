@@ -79,18 +79,8 @@ pub async fn start_server_with(data: &TestData, admin_key: Option<&str>, env: &[
         cmd.env(name, value);
     }
     let mut child = cmd.spawn().expect("start herald");
-    let collect = |from: Box<dyn std::io::Read + Send>| {
-        let collected = Arc::new(Mutex::new(Vec::new()));
-        let lines = Arc::clone(&collected);
-        std::thread::spawn(move || {
-            for line in BufReader::new(from).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        collected
-    };
-    let stdout_lines = collect(Box::new(child.stdout.take().expect("stdout")));
-    let stderr_lines = collect(Box::new(child.stderr.take().expect("stderr")));
+    let stdout_lines = collect_lines(child.stdout.take().expect("stdout"));
+    let stderr_lines = collect_lines(child.stderr.take().expect("stderr"));
     let deadline = Instant::now() + Duration::from_secs(15);
     let base = loop {
         let listening = stdout_lines
@@ -179,4 +169,16 @@ pub async fn setup(client: &reqwest::Client, base: &str, webhook_url: &str) -> (
     .await;
     assert_eq!(status, StatusCode::CREATED, "{webhook}");
     (team, webhook["id"].as_str().unwrap().to_owned())
+}
+
+/// Collects what a child writes to one of its pipes, line by line.
+pub fn collect_lines(from: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let collected = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            collected.lock().unwrap().push(line);
+        }
+    });
+    lines
 }

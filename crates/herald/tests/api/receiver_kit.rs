@@ -8,11 +8,10 @@
 //! another interpreter). Without them it says why and passes, unless
 //! `HERALD_TEST_REQUIRE_ALL=1`, which makes them a failure.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -26,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::*;
+use crate::process::collect_lines;
 
 const WAIT: Duration = Duration::from_secs(10);
 /// A valid secret that no webhook in these tests has.
@@ -84,12 +84,7 @@ impl KitReceiver {
         };
         let app = Router::new().route("/herald", post(receive)).with_state(state);
         let stop = CancellationToken::new();
-        let token = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await;
-        });
+        serve_until(listener, app, stop.clone());
         Self {
             addr,
             captured: tokio::sync::Mutex::new(rx),
@@ -466,16 +461,4 @@ async fn wait_for_line(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Collects what a child writes to one of its pipes, line by line.
-fn collect_lines(from: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let collected = Arc::clone(&lines);
-    std::thread::spawn(move || {
-        for line in BufReader::new(from).lines().map_while(Result::ok) {
-            collected.lock().unwrap().push(line);
-        }
-    });
-    lines
 }
